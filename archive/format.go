@@ -1,0 +1,293 @@
+package archive
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/gob"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+
+	"github.com/beam-cloud/clip/pkg/clip"
+	"github.com/beam-cloud/clip/pkg/common"
+	"github.com/tidwall/btree"
+)
+
+// ErrCorrupt is returned (wrapped) when a file is not a readable clip archive.
+var ErrCorrupt = errors.New("not a valid clip archive")
+
+// trailerMagic ends every archive clipbuild writes; the eight bytes before it
+// hold the length of the JSON trailer that precedes them.
+var trailerMagic = [8]byte{'C', 'L', 'I', 'P', 'B', 'L', 'D', '1'}
+
+const trailerFooterLen = 16
+
+// maxIndexBytes bounds how much index we are willing to decode; a header that
+// claims more is corrupt rather than merely large.
+const maxIndexBytes = 4 << 30
+
+// Trailer is clipbuild's own metadata, appended after clip's sections.
+type Trailer struct {
+	// Image describes the image the archive was made from.
+	Image *common.ImageMetadata `json:"image,omitempty"`
+	// ImageRef is where a v2 archive's layers are read from, pinned by digest.
+	ImageRef string `json:"imageRef,omitempty"`
+	// ManifestDigest is the digest of the image manifest.
+	ManifestDigest string `json:"manifestDigest,omitempty"`
+	// Tool names the program that wrote the archive.
+	Tool string `json:"tool,omitempty"`
+}
+
+// Archive is an opened, validated clip archive.
+type Archive struct {
+	Path     string
+	Size     int64
+	Header   common.ClipArchiveHeader
+	Metadata *common.ClipArchiveMetadata
+	// OCI is the v2 storage info; nil for a v1 archive.
+	OCI     *common.OCIStorageInfo
+	Trailer Trailer
+}
+
+// Version is 2 for a metadata-only archive whose data lives in a registry and
+// 1 for a self-contained one.
+func (a *Archive) Version() int {
+	if a.OCI != nil {
+		return 2
+	}
+	return 1
+}
+
+// Nodes returns every node in path order.
+func (a *Archive) Nodes() []*common.ClipNode {
+	var nodes []*common.ClipNode
+	a.Metadata.Index.Ascend(a.Metadata.Index.Min(), func(item interface{}) bool {
+		nodes = append(nodes, item.(*common.ClipNode))
+		return true
+	})
+	return nodes
+}
+
+// Image returns the image metadata, from clip's storage info for v2 archives
+// or from clipbuild's trailer.
+func (a *Archive) Image() *common.ImageMetadata {
+	if a.OCI != nil && a.OCI.ImageMetadata != nil {
+		return a.OCI.ImageMetadata
+	}
+	return a.Trailer.Image
+}
+
+func corrupt(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))
+}
+
+// newIndex makes the path-ordered tree clip's filesystem expects.
+func newIndex() *btree.BTree {
+	return btree.New(func(a, b interface{}) bool {
+		return a.(*common.ClipNode).Path < b.(*common.ClipNode).Path
+	})
+}
+
+// Open reads and validates the archive at p. Every offset and length in the
+// file is checked against the file's size before it is used, so a truncated or
+// corrupted archive gives an error wrapping ErrCorrupt, never a panic or a
+// huge allocation.
+func Open(p string) (*Archive, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, corrupt("%s is not a regular file", p)
+	}
+	a := &Archive{Path: p, Size: st.Size()}
+	if a.Size < common.ClipHeaderLength {
+		return nil, corrupt("file is %d bytes, shorter than the %d-byte header", a.Size, common.ClipHeaderLength)
+	}
+	hb := make([]byte, common.ClipHeaderLength)
+	if _, err := io.ReadFull(f, hb); err != nil {
+		return nil, corrupt("reading header: %v", err)
+	}
+	h, err := clip.NewClipArchiver().DecodeHeader(hb)
+	if err != nil {
+		return nil, corrupt("decoding header: %v", err)
+	}
+	if !bytes.Equal(h.StartBytes[:], common.ClipFileStartBytes) {
+		return nil, corrupt("bad magic bytes")
+	}
+	if h.ClipFileFormatVersion != common.ClipFileFormatVersion {
+		return nil, corrupt("unsupported format version %d", h.ClipFileFormatVersion)
+	}
+	a.Header = *h
+	if err := checkSection(a.Size, "index", h.IndexPos, h.IndexLength); err != nil {
+		return nil, err
+	}
+	if h.IndexLength == 0 || h.IndexLength > maxIndexBytes {
+		return nil, corrupt("index length %d out of range", h.IndexLength)
+	}
+	nodes, err := decodeIndex(io.NewSectionReader(f, h.IndexPos, h.IndexLength))
+	if err != nil {
+		return nil, err
+	}
+	var storageInfo common.ClipStorageInfo
+	if h.StorageInfoLength > 0 {
+		if err := checkSection(a.Size, "storage info", h.StorageInfoPos, h.StorageInfoLength); err != nil {
+			return nil, err
+		}
+		oci, err := decodeStorageInfo(io.NewSectionReader(f, h.StorageInfoPos, h.StorageInfoLength))
+		if err != nil {
+			return nil, err
+		}
+		a.OCI = oci
+		storageInfo = *oci
+	}
+	trailer, trailerStart, err := readTrailer(f, a.Size)
+	if err != nil {
+		return nil, err
+	}
+	a.Trailer = trailer
+	dataEnd := h.IndexPos
+	if trailerStart < h.IndexPos+h.IndexLength {
+		return nil, corrupt("trailer overlaps the index")
+	}
+	index := newIndex()
+	for _, n := range nodes {
+		index.Set(n)
+	}
+	a.Metadata = &common.ClipArchiveMetadata{Header: *h, Index: index, StorageInfo: storageInfo}
+	if err := validateNodes(a, nodes, dataEnd); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func checkSection(size int64, name string, pos, length int64) error {
+	if pos < common.ClipHeaderLength || length < 0 || pos > size || length > size-pos {
+		return corrupt("%s at %d+%d lies outside the %d-byte file", name, pos, length, size)
+	}
+	return nil
+}
+
+// decodeIndex decodes clip's gob index. gob recovers from its own panics, but
+// we guard anyway: a corrupt archive must never take the process down.
+func decodeIndex(r io.Reader) (nodes []*common.ClipNode, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			nodes, err = nil, corrupt("decoding index: %v", p)
+		}
+	}()
+	if err := gob.NewDecoder(r).Decode(&nodes); err != nil {
+		return nil, corrupt("decoding index: %v", err)
+	}
+	return nodes, nil
+}
+
+func decodeStorageInfo(r io.Reader) (info *common.OCIStorageInfo, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			info, err = nil, corrupt("decoding storage info: %v", p)
+		}
+	}()
+	var w common.StorageInfoWrapper
+	if err := gob.NewDecoder(r).Decode(&w); err != nil {
+		return nil, corrupt("decoding storage info: %v", err)
+	}
+	if w.Type != string(common.StorageModeOCI) {
+		return nil, fmt.Errorf("storage type %q is not supported (only local and oci archives are)", w.Type)
+	}
+	var oci common.OCIStorageInfo
+	if err := gob.NewDecoder(bytes.NewReader(w.Data)).Decode(&oci); err != nil {
+		return nil, corrupt("decoding oci storage info: %v", err)
+	}
+	return &oci, nil
+}
+
+// readTrailer returns clipbuild's trailer and where it starts, or a zero
+// trailer starting at size when the archive has none (one written by clip).
+func readTrailer(f io.ReaderAt, size int64) (Trailer, int64, error) {
+	var t Trailer
+	if size < common.ClipHeaderLength+trailerFooterLen {
+		return t, size, nil
+	}
+	var foot [trailerFooterLen]byte
+	if _, err := f.ReadAt(foot[:], size-trailerFooterLen); err != nil {
+		return t, 0, corrupt("reading trailer: %v", err)
+	}
+	if !bytes.Equal(foot[8:], trailerMagic[:]) {
+		return t, size, nil
+	}
+	n := int64(binary.LittleEndian.Uint64(foot[:8]))
+	start := size - trailerFooterLen - n
+	if n < 0 || start < common.ClipHeaderLength {
+		return t, 0, corrupt("trailer length %d out of range", n)
+	}
+	buf := make([]byte, n)
+	if _, err := f.ReadAt(buf, start); err != nil {
+		return t, 0, corrupt("reading trailer: %v", err)
+	}
+	if err := json.Unmarshal(buf, &t); err != nil {
+		return t, 0, corrupt("decoding trailer: %v", err)
+	}
+	return t, start, nil
+}
+
+// validateNodes checks the tree is well formed: a root directory, clean
+// absolute paths, every parent a directory, and every data reference inside
+// the archive (v1) or naming one of the image's layers (v2).
+func validateNodes(a *Archive, nodes []*common.ClipNode, dataEnd int64) error {
+	root := a.Metadata.Get("/")
+	if root == nil || !root.IsDir() {
+		return corrupt("no root directory")
+	}
+	layers := map[string]bool{}
+	if a.OCI != nil {
+		for _, l := range a.OCI.Layers {
+			layers[l] = true
+		}
+	}
+	for _, n := range nodes {
+		if n == nil {
+			return corrupt("empty index entry")
+		}
+		if n.Path != "/" {
+			if !strings.HasPrefix(n.Path, "/") || path.Clean(n.Path) != n.Path {
+				return corrupt("unclean path %q", n.Path)
+			}
+			parent := a.Metadata.Get(path.Dir(n.Path))
+			if parent == nil || !parent.IsDir() {
+				return corrupt("%q has no parent directory", n.Path)
+			}
+		}
+		switch n.NodeType {
+		case common.DirNode, common.SymLinkNode:
+		case common.FileNode:
+			if n.Remote != nil {
+				if !layers[n.Remote.LayerDigest] {
+					return corrupt("%q refers to unknown layer %q", n.Path, n.Remote.LayerDigest)
+				}
+				if n.Remote.UOffset < 0 || n.Remote.ULength < 0 {
+					return corrupt("%q has a negative data range", n.Path)
+				}
+				continue
+			}
+			if a.OCI != nil && n.DataLen > 0 {
+				return corrupt("%q has no data reference", n.Path)
+			}
+			if n.DataLen < 0 || n.DataPos < 0 || (n.DataLen > 0 && (n.DataPos < common.ClipHeaderLength || n.DataPos > dataEnd || n.DataLen > dataEnd-n.DataPos)) {
+				return corrupt("%q has data at %d+%d outside the data section", n.Path, n.DataPos, n.DataLen)
+			}
+		default:
+			return corrupt("%q has unknown node type %q", n.Path, n.NodeType)
+		}
+	}
+	return nil
+}

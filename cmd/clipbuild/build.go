@@ -1,0 +1,185 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/clipbuild/clipbuild/pipeline"
+	"github.com/clipbuild/clipbuild/stages"
+)
+
+// buildOptions are the flags of `clipbuild build`, in buildah's spellings.
+type buildOptions struct {
+	file        string
+	tags        []string
+	output      string
+	buildArgs   []string
+	target      string
+	platform    string
+	layers      bool
+	isolation   string
+	secrets     []string
+	clipVersion string
+	registry    string
+	tlsVerify   bool
+	creds       string
+	authfile    string
+	config      string
+	json        bool
+}
+
+// NewBuildCmd is `clipbuild build`.
+func NewBuildCmd(g *globalOptions) *cobra.Command {
+	o := &buildOptions{}
+	cmd := &cobra.Command{
+		Use:   "build [flags] [CONTEXT]",
+		Short: "Build a Dockerfile with buildah and archive the image",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			contextDir := "."
+			if len(args) == 1 {
+				contextDir = args[0]
+			}
+			return runBuild(cmd, g, o, contextDir)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.file, "file", "f", "", "Dockerfile path (the default is CONTEXT/Dockerfile)")
+	f.StringArrayVarP(&o.tags, "tag", "t", nil, "image name to tag the build with (repeatable; the default is a unique local name)")
+	f.StringVarP(&o.output, "output", "o", "", "archive path (the default is ./<image name>.clip)")
+	f.StringArrayVar(&o.buildArgs, "build-arg", nil, "build-time variable K=V (repeatable)")
+	f.StringVar(&o.target, "target", "", "build stage to stop at")
+	f.StringVar(&o.platform, "platform", "", "target platform OS/ARCH[/VARIANT]")
+	f.BoolVar(&o.layers, "layers", false, "cache intermediate layers (buildah's default when not given)")
+	f.StringVar(&o.isolation, "isolation", envOr("BUILDAH_ISOLATION", "chroot"), "RUN isolation: chroot, oci or rootless ($BUILDAH_ISOLATION)")
+	f.StringArrayVar(&o.secrets, "secret", nil, "build secret id=ID,src=PATH (repeatable)")
+	f.StringVar(&o.clipVersion, "clip-version", "", "archive version: auto, 1 or 2 ($CLIP_VERSION; the default is auto)")
+	f.StringVar(&o.registry, "registry", "", "scratch registry HOST[:PORT][/NAMESPACE] for v2 ($CLIPBUILD_REGISTRY)")
+	f.BoolVar(&o.tlsVerify, "tls-verify", true, "require HTTPS and verify certificates for the registry")
+	f.StringVar(&o.creds, "creds", "", "registry credentials USER[:PASS]")
+	f.StringVar(&o.authfile, "authfile", os.Getenv("REGISTRY_AUTH_FILE"), "registry auth file ($REGISTRY_AUTH_FILE)")
+	f.StringVar(&o.config, "config", "", "config file (YAML)")
+	f.BoolVar(&o.json, "json", false, "print the result as JSON on stdout")
+	return cmd
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+var nameUnsafe = regexp.MustCompile(`[^a-z0-9._-]+`)
+
+// imageBaseName is the last path element of an image name, without tag.
+func imageBaseName(name string) string {
+	name = name[strings.LastIndex(name, "/")+1:]
+	if i := strings.IndexAny(name, ":@"); i >= 0 {
+		name = name[:i]
+	}
+	return name
+}
+
+// defaultName derives an image name from the context directory.
+func defaultName(contextDir string) string {
+	abs, err := filepath.Abs(contextDir)
+	if err != nil {
+		abs = contextDir
+	}
+	n := strings.Trim(nameUnsafe.ReplaceAllString(strings.ToLower(filepath.Base(abs)), "-"), "-._")
+	if n == "" {
+		n = "image"
+	}
+	return n
+}
+
+func runBuild(cmd *cobra.Command, g *globalOptions, o *buildOptions, contextDir string) error {
+	ctx := cmd.Context()
+	log, err := g.logger()
+	if err != nil {
+		return err
+	}
+	cfg, err := pipeline.LoadConfig(o.config)
+	if err != nil {
+		return err
+	}
+	settings, err := pipeline.Resolve(o.clipVersion, o.registry, cfg)
+	if err != nil {
+		return fmt.Errorf("--clip-version: %w", err)
+	}
+	bud := stages.BudOptions{
+		ContextDir: contextDir,
+		File:       o.file,
+		Tags:       o.tags,
+		BuildArgs:  o.buildArgs,
+		Target:     o.target,
+		Platform:   o.platform,
+		Isolation:  o.isolation,
+		Secrets:    o.secrets,
+	}
+	if cmd.Flags().Changed("layers") {
+		bud.Layers = &o.layers
+	}
+	if _, err := bud.Dockerfile(); err != nil {
+		return err
+	}
+	if len(bud.Tags) == 0 {
+		bud.Tags = []string{stages.UniqueName(defaultName(contextDir))}
+	}
+	output := o.output
+	if output == "" {
+		base := imageBaseName(o.tags0(contextDir))
+		output = base + ".clip"
+	}
+	if st, err := os.Stat(filepath.Dir(output)); err != nil || !st.IsDir() {
+		return fmt.Errorf("output directory %s does not exist", filepath.Dir(output))
+	}
+	b, err := stages.NewBuildah(g.stderr, log)
+	if err != nil {
+		return err
+	}
+	v1 := pipeline.V1(stages.Exporter{})
+	var archiveStage pipeline.Stage
+	switch {
+	case settings.Version == pipeline.Version1:
+		archiveStage = v1
+	case settings.Version == pipeline.Version2:
+		return errors.New("clip version 2: building v2 archives needs the registry push path, which this build does not include")
+	case settings.Registry == "":
+		log.Debug("no registry configured: producing a v1 archive")
+		archiveStage = v1
+	default:
+		return errors.New("clip version auto with a registry: the registry push path is not included in this build")
+	}
+	job := pipeline.NewJob(log, output)
+	res, err := pipeline.Run(ctx, job, pipeline.Sequence("build", pipeline.Build(b, bud), archiveStage))
+	if err != nil {
+		return err
+	}
+	return printResult(g, o.json, res)
+}
+
+// tags0 is the name the default output is named after.
+func (o *buildOptions) tags0(contextDir string) string {
+	if len(o.tags) > 0 {
+		return o.tags[0]
+	}
+	return defaultName(contextDir)
+}
+
+func printResult(g *globalOptions, asJSON bool, res pipeline.Result) error {
+	if asJSON {
+		enc := json.NewEncoder(g.stdout)
+		return enc.Encode(res)
+	}
+	fmt.Fprintf(g.stdout, "%s: clip v%d, %d bytes (image layers %d bytes)\n", res.Archive, res.ClipVersion, res.ArchiveBytes, res.ImageBytes)
+	return nil
+}

@@ -1,0 +1,45 @@
+// Command clipbuild turns a Dockerfile, or an image already in a registry,
+// into a clip archive that a container runtime mounts lazily.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"go.podman.io/storage/pkg/reexec"
+)
+
+// exitCoder is an error that carries the exit status to use, such as a
+// child process's.
+type exitCoder interface{ ExitCode() int }
+
+func main() {
+	if reexec.Init() {
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	root := NewRootCmd(os.Stdout, os.Stderr)
+	root.SetArgs(defaultToBuild(root, os.Args[1:]))
+	err := root.ExecuteContext(ctx)
+	stop()
+	if err == nil {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "Error: %s\n", oneLine(err.Error()))
+	code := 1
+	var ec exitCoder
+	if errors.As(err, &ec) && ec.ExitCode() > 0 {
+		code = ec.ExitCode()
+	}
+	os.Exit(code)
+}
+
+// oneLine keeps the error on the single last line of stderr that scripts read.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+
+	"github.com/clipbuild/clipbuild/archive"
+)
+
+// globalOptions are the flags every subcommand takes.
+type globalOptions struct {
+	logLevel  string
+	logFormat string
+	stdout    io.Writer
+	stderr    io.Writer
+}
+
+// logger builds the run's logger: logrus on stderr, with clip's own logging
+// routed through it.
+func (g *globalOptions) logger() (*logrus.Entry, error) {
+	l := logrus.New()
+	l.SetOutput(g.stderr)
+	level, err := logrus.ParseLevel(g.logLevel)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	l.SetLevel(level)
+	switch g.logFormat {
+	case "text":
+		l.SetFormatter(&logrus.TextFormatter{DisableTimestamp: false, FullTimestamp: true})
+	case "json":
+		l.SetFormatter(&logrus.JSONFormatter{})
+	default:
+		return nil, fmt.Errorf("--log-format: %q is not text or json", g.logFormat)
+	}
+	// containers/image and containers/storage log through logrus's standard
+	// logger; they share our output, and speak at info only when we debug.
+	std := logrus.StandardLogger()
+	std.SetOutput(g.stderr)
+	std.SetFormatter(l.Formatter)
+	std.SetLevel(logrus.WarnLevel)
+	if level >= logrus.DebugLevel {
+		std.SetLevel(level)
+	}
+	archive.RouteClipLogs(l)
+	return logrus.NewEntry(l), nil
+}
+
+// NewRootCmd is the clipbuild command tree.
+func NewRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	g := &globalOptions{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "clipbuild",
+		Short: "Build a Dockerfile or index a registry image into a lazily mounted clip archive",
+		Long: `clipbuild turns a Dockerfile (built with buildah) or an image already in a
+registry into a clip archive: v2 is metadata only and reads its data from the
+registry on demand; v1 is self-contained.
+
+"clipbuild -f Dockerfile" with no subcommand means "clipbuild build -f Dockerfile .".`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	root.AddCommand(
+		NewBuildCmd(g),
+		NewInspectCmd(g),
+		NewMountCmd(g),
+		NewVerifyCmd(g),
+	)
+	return root
+}
+
+// defaultToBuild makes `clipbuild -f Dockerfile` mean `clipbuild build -f
+// Dockerfile`: when the first argument after the global flags is neither a
+// subcommand nor help, the arguments go to build.
+func defaultToBuild(root *cobra.Command, args []string) []string {
+scan:
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--log-level" || a == "--log-format":
+			i++
+			continue
+		case strings.HasPrefix(a, "--log-level=") || strings.HasPrefix(a, "--log-format="):
+			continue
+		case a == "-h" || a == "--help" || a == "help" || a == "completion" || strings.HasPrefix(a, "__complete"):
+			return args
+		case !strings.HasPrefix(a, "-"):
+			for _, c := range root.Commands() {
+				if c.Name() == a || c.HasAlias(a) {
+					return args
+				}
+			}
+		}
+		break scan
+	}
+	if len(args) == 0 {
+		return args
+	}
+	return append([]string{"build"}, args...)
+}

@@ -1,0 +1,33 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrNoFallback marks a failure that the v1 chain cannot do better on, such
+// as a broken Dockerfile: Fallback passes it through.
+var ErrNoFallback = errors.New("no fallback")
+
+type fallback struct {
+	primary, secondary Stage
+}
+
+// Fallback runs primary and, if it fails for any reason but cancellation or
+// ErrNoFallback, logs why and runs secondary instead. The reason is kept in
+// the result's FallbackReason.
+func Fallback(primary, secondary Stage) Stage {
+	return fallback{primary, secondary}
+}
+
+func (f fallback) Name() string { return f.primary.Name() + "|" + f.secondary.Name() }
+
+func (f fallback) Run(ctx context.Context, j *Job) error {
+	err := f.primary.Run(ctx, j)
+	if err == nil || ctx.Err() != nil || errors.Is(err, ErrNoFallback) {
+		return err
+	}
+	j.Log.Warnf("falling back to %s: %v", f.secondary.Name(), err)
+	j.Result.FallbackReason = err.Error()
+	return f.secondary.Run(ctx, j)
+}

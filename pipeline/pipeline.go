@@ -1,0 +1,179 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/clipbuild/clipbuild/stages"
+)
+
+// Result is the outcome of a run, as `--json` prints it.
+type Result struct {
+	Archive        string        `json:"archive"`
+	ClipVersion    int           `json:"clipVersion"`
+	Image          string        `json:"image"`
+	ImageRef       string        `json:"imageRef"`
+	ManifestDigest string        `json:"manifestDigest"`
+	ArchiveBytes   int64         `json:"archiveBytes"`
+	ImageBytes     int64         `json:"imageBytes"`
+	FallbackReason string        `json:"fallbackReason"`
+	Stages         []StageTiming `json:"stages"`
+}
+
+// StageTiming is how long one stage took.
+type StageTiming struct {
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
+}
+
+// Job is what stages hand each other: each reads what earlier stages set and
+// adds its own. It lives for one run.
+type Job struct {
+	Log    *logrus.Entry
+	Output string // where the archive goes
+
+	Image  stages.Image // the image to archive, in containers-storage
+	Layout *stages.Layout
+	Rootfs string
+
+	Result Result
+
+	scratch  string
+	cleanups []func(context.Context) error
+}
+
+// NewJob starts a job that writes its archive to output.
+func NewJob(log *logrus.Entry, output string) *Job {
+	return &Job{Log: log, Output: output, Result: Result{Stages: []StageTiming{}}}
+}
+
+// ScratchDir returns a new directory for intermediate files, removed when the
+// run ends, successful or not.
+func (j *Job) ScratchDir(name string) (string, error) {
+	if j.scratch == "" {
+		d, err := os.MkdirTemp("", "clipbuild-")
+		if err != nil {
+			return "", fmt.Errorf("creating scratch directory: %w", err)
+		}
+		j.scratch = d
+	}
+	d, err := os.MkdirTemp(j.scratch, name+"-")
+	if err != nil {
+		return "", fmt.Errorf("creating scratch directory: %w", err)
+	}
+	return d, nil
+}
+
+// Defer registers a cleanup to run when the job ends, newest first.
+func (j *Job) Defer(fn func(context.Context) error) {
+	j.cleanups = append(j.cleanups, fn)
+}
+
+// cleanupTimeout bounds the cleanup, which runs even after the run's context
+// is cancelled (Ctrl-C must not skip it).
+const cleanupTimeout = 30 * time.Second
+
+func (j *Job) cleanup(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	var errs []error
+	for i := len(j.cleanups) - 1; i >= 0; i-- {
+		errs = append(errs, j.cleanups[i](ctx))
+	}
+	j.cleanups = nil
+	if j.scratch != "" {
+		errs = append(errs, removeAll(j.scratch))
+		j.scratch = ""
+	}
+	return errors.Join(errs...)
+}
+
+// removeAll removes a scratch tree, first making directories writable: an
+// unpacked rootfs may hold 0500 directories a non-root user cannot empty.
+func removeAll(dir string) error {
+	if err := os.RemoveAll(dir); err == nil {
+		return nil
+	}
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	return os.RemoveAll(dir)
+}
+
+// Stage is one step of a run.
+type Stage interface {
+	Name() string
+	Run(ctx context.Context, j *Job) error
+}
+
+type stageFunc struct {
+	name string
+	fn   func(context.Context, *Job) error
+}
+
+func (s stageFunc) Name() string                          { return s.name }
+func (s stageFunc) Run(ctx context.Context, j *Job) error { return s.fn(ctx, j) }
+
+// Step makes a Stage from a function.
+func Step(name string, fn func(context.Context, *Job) error) Stage {
+	return stageFunc{name, fn}
+}
+
+type sequence struct {
+	name   string
+	stages []Stage
+}
+
+// Sequence runs stages in order, timing each, and stops at the first error.
+func Sequence(name string, stages ...Stage) Stage {
+	return sequence{name, stages}
+}
+
+func (s sequence) Name() string { return s.name }
+
+func (s sequence) Run(ctx context.Context, j *Job) error {
+	for _, st := range s.stages {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if _, nested := st.(sequence); nested {
+			if err := st.Run(ctx, j); err != nil {
+				return err
+			}
+			continue
+		}
+		start := time.Now()
+		j.Log.Debugf("stage %s", st.Name())
+		err := st.Run(ctx, j)
+		j.Result.Stages = append(j.Result.Stages, StageTiming{Name: st.Name(), Seconds: time.Since(start).Seconds()})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Run runs stage for j and then j's cleanup, whatever happened.
+func Run(ctx context.Context, j *Job, stage Stage) (Result, error) {
+	err := stage.Run(ctx, j)
+	if cerr := j.cleanup(ctx); cerr != nil {
+		if err == nil {
+			err = fmt.Errorf("cleaning up: %w", cerr)
+		} else {
+			j.Log.Warnf("cleaning up: %v", cerr)
+		}
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	return j.Result, nil
+}

@@ -1,0 +1,250 @@
+package stages
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+)
+
+// ErrBuildahMissing is returned when buildah is not installed.
+var ErrBuildahMissing = errors.New("buildah not found: run `make deps` or apt-get install buildah")
+
+// ExitError is a child process that exited non-zero. Its message carries the
+// tail of the child's stderr, and ExitCode passes the status through.
+type ExitError struct {
+	Cmd  string
+	Code int
+	Tail string
+}
+
+func (e *ExitError) Error() string {
+	if e.Tail == "" {
+		return fmt.Sprintf("%s exited with status %d", e.Cmd, e.Code)
+	}
+	return fmt.Sprintf("%s exited with status %d: %s", e.Cmd, e.Code, e.Tail)
+}
+
+// ExitCode is the child's exit status.
+func (e *ExitError) ExitCode() int { return e.Code }
+
+// Buildah runs the buildah CLI.
+type Buildah struct {
+	path   string
+	stderr io.Writer
+	log    *logrus.Entry
+}
+
+// NewBuildah finds buildah on PATH. Its progress output is streamed to
+// stderr as it runs.
+func NewBuildah(stderr io.Writer, log *logrus.Entry) (*Buildah, error) {
+	p, err := exec.LookPath("buildah")
+	if err != nil {
+		return nil, ErrBuildahMissing
+	}
+	return &Buildah{path: p, stderr: stderr, log: log}, nil
+}
+
+// tailWriter keeps the last lines written to it.
+type tailWriter struct {
+	buf bytes.Buffer
+}
+
+func (t *tailWriter) Write(p []byte) (int, error) {
+	t.buf.Write(p)
+	if t.buf.Len() > 64<<10 {
+		b := t.buf.Bytes()
+		t.buf = *bytes.NewBuffer(append([]byte(nil), b[len(b)-16<<10:]...))
+	}
+	return len(p), nil
+}
+
+// last returns the last non-empty line, which is where buildah puts its
+// reason for failing.
+func (t *tailWriter) last() string {
+	lines := strings.Split(strings.TrimSpace(t.buf.String()), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			return strings.TrimPrefix(l, "Error: ")
+		}
+	}
+	return ""
+}
+
+// run executes buildah with args, streaming its stderr (and, when stream is
+// set, its stdout) to the user, and returns its stdout.
+func (b *Buildah) run(ctx context.Context, stream bool, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, b.path, args...)
+	var stdout bytes.Buffer
+	tail := &tailWriter{}
+	cmd.Stderr = io.MultiWriter(b.stderr, tail)
+	cmd.Stdout = &stdout
+	if stream {
+		cmd.Stdout = io.MultiWriter(b.stderr, &stdout)
+	}
+	b.log.Debugf("running buildah %s", strings.Join(args, " "))
+	err := cmd.Run()
+	if err == nil {
+		return stdout.String(), nil
+	}
+	if ctx.Err() != nil {
+		return "", ctx.Err()
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return "", &ExitError{Cmd: "buildah " + args[0], Code: ee.ExitCode(), Tail: tail.last()}
+	}
+	return "", fmt.Errorf("running buildah %s: %w", args[0], err)
+}
+
+// BudOptions are the `buildah bud` flags clipbuild passes through.
+type BudOptions struct {
+	ContextDir string
+	File       string   // Dockerfile path; the default is ContextDir/Dockerfile.
+	Tags       []string // The default is one generated unique local name.
+	BuildArgs  []string
+	Target     string
+	Platform   string
+	Layers     *bool // nil leaves buildah's default.
+	Isolation  string
+	Secrets    []string
+}
+
+// Image is a built image in containers-storage.
+type Image struct {
+	Name string // the first tag, as buildah stores it (localhost/name:tag)
+	ID   string
+}
+
+// UniqueName returns a fresh local image name built from base.
+func UniqueName(base string) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("localhost/%s-%s:latest", base, hex.EncodeToString(b[:]))
+}
+
+// Dockerfile resolves the Dockerfile path the way buildah does and checks
+// that it exists, so the error names the path.
+func (o BudOptions) Dockerfile() (string, error) {
+	f := o.File
+	if f == "" {
+		f = filepath.Join(o.ContextDir, "Dockerfile")
+		if _, err := os.Stat(f); errors.Is(err, os.ErrNotExist) {
+			if _, err2 := os.Stat(filepath.Join(o.ContextDir, "Containerfile")); err2 == nil {
+				f = filepath.Join(o.ContextDir, "Containerfile")
+			}
+		}
+	}
+	st, err := os.Stat(f)
+	if err != nil {
+		return "", fmt.Errorf("dockerfile %s: %w", f, errors.Unwrap(err))
+	}
+	if st.IsDir() {
+		return "", fmt.Errorf("dockerfile %s is a directory", f)
+	}
+	return f, nil
+}
+
+// BudArgs is the buildah command line for o, writing the image ID to iidfile.
+func BudArgs(o BudOptions, dockerfile, iidfile string) []string {
+	args := []string{"bud", "--iidfile", iidfile, "-f", dockerfile}
+	for _, t := range o.Tags {
+		args = append(args, "-t", t)
+	}
+	for _, a := range o.BuildArgs {
+		args = append(args, "--build-arg", a)
+	}
+	if o.Target != "" {
+		args = append(args, "--target", o.Target)
+	}
+	if o.Platform != "" {
+		args = append(args, "--platform", o.Platform)
+	}
+	if o.Layers != nil {
+		args = append(args, fmt.Sprintf("--layers=%t", *o.Layers))
+	}
+	if o.Isolation != "" {
+		args = append(args, "--isolation", o.Isolation)
+	}
+	for _, s := range o.Secrets {
+		args = append(args, "--secret", s)
+	}
+	return append(args, o.ContextDir)
+}
+
+// Bud builds the image described by o.
+func (b *Buildah) Bud(ctx context.Context, o BudOptions) (Image, error) {
+	dockerfile, err := o.Dockerfile()
+	if err != nil {
+		return Image{}, err
+	}
+	if st, err := os.Stat(o.ContextDir); err != nil || !st.IsDir() {
+		return Image{}, fmt.Errorf("build context %s is not a directory", o.ContextDir)
+	}
+	if len(o.Tags) == 0 {
+		return Image{}, errors.New("no image name given")
+	}
+	iid, err := os.CreateTemp("", "clipbuild-iid-")
+	if err != nil {
+		return Image{}, err
+	}
+	iid.Close()
+	defer os.Remove(iid.Name())
+	if _, err := b.run(ctx, true, BudArgs(o, dockerfile, iid.Name())...); err != nil {
+		return Image{}, err
+	}
+	id, err := os.ReadFile(iid.Name())
+	if err != nil {
+		return Image{}, fmt.Errorf("reading image id: %w", err)
+	}
+	return Image{Name: normalizeName(o.Tags[0]), ID: strings.TrimPrefix(strings.TrimSpace(string(id)), "sha256:")}, nil
+}
+
+// normalizeName spells a short name the way buildah stores it.
+func normalizeName(name string) string {
+	first := strings.SplitN(name, "/", 2)[0]
+	if !strings.Contains(name, "/") || !(strings.ContainsAny(first, ".:") || first == "localhost") {
+		name = "localhost/" + name
+	}
+	last := name[strings.LastIndex(name, "/")+1:]
+	if !strings.Contains(last, ":") && !strings.Contains(last, "@") {
+		name += ":latest"
+	}
+	return name
+}
+
+// RemoveImage removes a local image.
+func (b *Buildah) RemoveImage(ctx context.Context, name string) error {
+	_, err := b.run(ctx, false, "rmi", "-f", name)
+	return err
+}
+
+// MountImage creates a working container from image and mounts its rootfs.
+// release unmounts and removes the container.
+func (b *Buildah) MountImage(ctx context.Context, image string) (dir string, release func(context.Context) error, err error) {
+	var rb [4]byte
+	_, _ = rand.Read(rb[:])
+	name := "clipbuild-verify-" + hex.EncodeToString(rb[:])
+	if _, err := b.run(ctx, false, "from", "--pull-never", "--name", name, image); err != nil {
+		return "", nil, fmt.Errorf("creating container from %s: %w", image, err)
+	}
+	release = func(ctx context.Context) error {
+		_, err := b.run(ctx, false, "rm", name)
+		return err
+	}
+	out, err := b.run(ctx, false, "mount", name)
+	if err != nil {
+		_ = release(context.WithoutCancel(ctx))
+		return "", nil, fmt.Errorf("mounting container %s: %w", name, err)
+	}
+	return strings.TrimSpace(out), release, nil
+}

@@ -1,0 +1,172 @@
+package integration
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+)
+
+const busyboxPath = "/bin/busybox"
+
+var (
+	// repoRoot is the directory holding go.mod.
+	repoRoot string
+
+	// clipbuildBin is the binary under test. It is empty when the
+	// prerequisites are missing and no binary was given, in which case every
+	// test that needs it skips (or fails under CI=true).
+	clipbuildBin string
+
+	// namePrefix makes buildah image and container names unique to this
+	// test process, so concurrent runs and leftovers do not collide.
+	namePrefix = fmt.Sprintf("cbtest-%d", os.Getpid())
+
+	// slots bounds how many heavy tests (builds, mounts) run at once.
+	slots = make(chan struct{}, 2)
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	root, err := findRepoRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		return 1
+	}
+	repoRoot = root
+
+	bin, cleanup, err := locateBinary()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		return 1
+	}
+	defer cleanup()
+	clipbuildBin = bin
+
+	return m.Run()
+}
+
+// findRepoRoot walks up from the working directory to the directory that
+// holds go.mod.
+func findRepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("cannot find go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// locateBinary returns the clipbuild binary to test: $CLIPBUILD_BIN, else
+// <repo>/bin/clipbuild, else one built now into a temporary directory. It
+// builds nothing when the prerequisites are missing, since no test could
+// use the binary then.
+func locateBinary() (bin string, cleanup func(), err error) {
+	cleanup = func() {}
+	if env := os.Getenv("CLIPBUILD_BIN"); env != "" {
+		abs, err := filepath.Abs(env)
+		if err != nil {
+			return "", cleanup, err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return "", cleanup, fmt.Errorf("CLIPBUILD_BIN: %w", err)
+		}
+		return abs, cleanup, nil
+	}
+	inRepo := filepath.Join(repoRoot, "bin", "clipbuild")
+	if _, err := os.Stat(inRepo); err == nil {
+		return inRepo, cleanup, nil
+	}
+	if len(missingPrerequisites()) > 0 {
+		return "", cleanup, nil
+	}
+
+	dir, err := os.MkdirTemp("", "clipbuild-bin-")
+	if err != nil {
+		return "", cleanup, err
+	}
+	cleanup = func() { os.RemoveAll(dir) }
+	bin = filepath.Join(dir, "clipbuild")
+	cmd := exec.Command(goTool(), "build",
+		"-tags", "containers_image_openpgp exclude_graphdriver_btrfs",
+		"-o", bin, "./cmd/clipbuild")
+	cmd.Dir = repoRoot
+	fmt.Fprintf(os.Stderr, "integration: %s not found, building %s\n", inRepo, bin)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		cleanup()
+		return "", func() {}, fmt.Errorf("building clipbuild: %v\n%s", err, out)
+	}
+	return bin, cleanup, nil
+}
+
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// missingPrerequisites lists what this machine lacks to run the tests.
+var missingPrerequisites = sync.OnceValue(func() []string {
+	var missing []string
+	if uid := os.Geteuid(); uid != 0 {
+		missing = append(missing, fmt.Sprintf("root (running as uid %d)", uid))
+	}
+	for _, tool := range []string{"buildah", "fusermount3"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool+" in PATH")
+		}
+	}
+	if fi, err := os.Stat("/dev/fuse"); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		missing = append(missing, "/dev/fuse")
+	}
+	if _, err := os.Stat(busyboxPath); err != nil {
+		missing = append(missing, "static busybox at "+busyboxPath)
+	}
+	return missing
+})
+
+// requirePrerequisites skips the test when the machine cannot run it, or
+// fails it when CI=true.
+func requirePrerequisites(t *testing.T) {
+	t.Helper()
+	if missing := missingPrerequisites(); len(missing) > 0 {
+		msg := "integration test prerequisites missing: " + strings.Join(missing, ", ")
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	if clipbuildBin == "" {
+		t.Fatal("no clipbuild binary to test")
+	}
+}
+
+// heavy marks a test that builds or mounts images: it checks the
+// prerequisites, runs the test in parallel with others, and holds one of
+// the limited slots until the test and its cleanups are done. Call it only
+// from leaf tests: a test holding a slot must not wait for subtests that
+// need one too.
+func heavy(t *testing.T) {
+	t.Helper()
+	requirePrerequisites(t)
+	t.Parallel()
+	slots <- struct{}{}
+	t.Cleanup(func() { <-slots })
+}
