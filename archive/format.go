@@ -38,6 +38,9 @@ type Trailer struct {
 	ImageRef string `json:"imageRef,omitempty"`
 	// ManifestDigest is the digest of the image manifest.
 	ManifestDigest string `json:"manifestDigest,omitempty"`
+	// PlainHTTP records that the registry was reached over plain HTTP when
+	// the archive was made, so a mount may do the same.
+	PlainHTTP bool `json:"plainHTTP,omitempty"`
 	// Tool names the program that wrote the archive.
 	Tool string `json:"tool,omitempty"`
 }

@@ -54,7 +54,7 @@ func MountArchive(a *Archive, s Storage, mountpoint string) (*Mount, error) {
 		RememberInodes:       true,
 		MaxReadAhead:         128 << 10,
 	}
-	server, err := fuse.NewServer(fs.NewNodeFS(root, &fs.Options{AttrTimeout: &timeout, EntryTimeout: &timeout}), mountpoint, opts)
+	server, err := fuse.NewServer(fs.NewNodeFS(root, &fs.Options{AttrTimeout: &timeout, EntryTimeout: &timeout, NullPermissions: true}), mountpoint, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mounting %s: %w", mountpoint, err)
 	}

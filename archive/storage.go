@@ -51,15 +51,6 @@ func (s *localStorage) Metadata() *common.ClipArchiveMetadata { return s.meta }
 func (s *localStorage) CachedLocally() bool                   { return true }
 func (s *localStorage) Cleanup() error                        { return s.f.Close() }
 
-// OpenStorage returns a reader for a's file contents. v2 archives need a
-// registry reader, which the caller supplies through opts.
-func OpenStorage(a *Archive) (Storage, error) {
-	if a.Version() == 1 {
-		return newLocalStorage(a)
-	}
-	return nil, fmt.Errorf("reading v2 archive %s: remote storage is not available", a.Path)
-}
-
 // nodeReader reads a node's contents sequentially through a Storage.
 type nodeReader struct {
 	s    Storage

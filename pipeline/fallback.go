@@ -20,6 +20,8 @@ func Fallback(primary, secondary Stage) Stage {
 	return fallback{primary, secondary}
 }
 
+func (fallback) composite() {}
+
 func (f fallback) Name() string { return f.primary.Name() + "|" + f.secondary.Name() }
 
 func (f fallback) Run(ctx context.Context, j *Job) error {

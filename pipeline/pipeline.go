@@ -39,6 +39,7 @@ type Job struct {
 	Output string // where the archive goes
 
 	Image  stages.Image // the image to archive, in containers-storage
+	Ref    string       // the image to archive, in a registry (set by push or pull)
 	Layout *stages.Layout
 	Rootfs string
 
@@ -139,13 +140,18 @@ func Sequence(name string, stages ...Stage) Stage {
 }
 
 func (s sequence) Name() string { return s.name }
+func (sequence) composite()     {}
+
+// composite marks stages made of other stages: their parts are timed, not
+// they themselves.
+type composite interface{ composite() }
 
 func (s sequence) Run(ctx context.Context, j *Job) error {
 	for _, st := range s.stages {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if _, nested := st.(sequence); nested {
+		if _, nested := st.(composite); nested {
 			if err := st.Run(ctx, j); err != nil {
 				return err
 			}

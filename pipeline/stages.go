@@ -77,3 +77,69 @@ func ArchiveV1() Stage {
 func V1(e stages.Exporter) Stage {
 	return Sequence("v1", Export(e), Unpack(), ArchiveV1())
 }
+
+// Push pushes the built image to the scratch registry; indexing reads it
+// back by digest.
+func Push(p stages.Pusher) Stage {
+	return Step("push", func(ctx context.Context, j *Job) error {
+		pushed, err := p.Push(ctx, j.Image)
+		if err != nil {
+			return err
+		}
+		j.Log.Debugf("pushed %s as %s", j.Image.Name, pushed.Pinned())
+		j.Ref = pushed.Pinned()
+		return nil
+	})
+}
+
+// Index writes the metadata-only archive of the registry image j.Ref.
+func Index(x stages.Indexer) Stage {
+	return Step("index", func(ctx context.Context, j *Job) error {
+		j.Log.Infof("Creating index-only archive of %s", j.Ref)
+		out, err := x.Index(ctx, j.Ref, j.Result.Image, j.Output)
+		if err != nil {
+			return err
+		}
+		j.Log.Infof("v2 archive created: %s (%d bytes for %d bytes of layers)", out.Path, out.Bytes, out.ImageBytes)
+		j.Result.Archive = out.Path
+		j.Result.ArchiveBytes = out.Bytes
+		j.Result.ClipVersion = 2
+		j.Result.ImageRef = out.ImageRef
+		j.Result.ManifestDigest = out.ManifestDigest
+		j.Result.ImageBytes = out.ImageBytes
+		return nil
+	})
+}
+
+// Fetch copies the registry image j.Ref into a scratch OCI layout.
+func Fetch(f stages.Fetcher) Stage {
+	return Step("fetch", func(ctx context.Context, j *Job) error {
+		dir, err := j.ScratchDir("layout")
+		if err != nil {
+			return err
+		}
+		l, err := f.Fetch(ctx, j.Ref, dir)
+		if err != nil {
+			return err
+		}
+		j.Layout = l
+		j.Result.ManifestDigest = l.ManifestDigest.String()
+		j.Result.ImageBytes = l.LayerBytes()
+		return nil
+	})
+}
+
+// BuildV2 is the registry chain of a build: push, then index.
+func BuildV2(p stages.Pusher, x stages.Indexer) Stage {
+	return Sequence("v2", Push(p), Index(x))
+}
+
+// PullV2 indexes a registry image where it sits.
+func PullV2(x stages.Indexer) Stage {
+	return Sequence("v2", Index(x))
+}
+
+// PullV1 copies a registry image locally, unpacks and archives it.
+func PullV1(f stages.Fetcher) Stage {
+	return Sequence("v1", Fetch(f), Unpack(), ArchiveV1())
+}

@@ -9,7 +9,9 @@ import (
 	"path"
 
 	digest "github.com/opencontainers/go-digest"
-	"go.podman.io/storage/pkg/archive"
+	storarchive "go.podman.io/storage/pkg/archive"
+
+	"github.com/clipbuild/clipbuild/archive"
 	"go.podman.io/storage/pkg/unshare"
 )
 
@@ -46,16 +48,10 @@ func Unpack(ctx context.Context, l *Layout, dir string) error {
 		rootSet = rootSet || set
 	}
 	if !rootSet {
-		// containers-storage gives a layer root that no layer describes mode
-		// 0555; match it, so the archive shows what buildah and a runtime do.
-		return os.Chmod(dir, rootDirDefaultMode)
+		return os.Chmod(dir, archive.RootDirDefaultMode)
 	}
 	return nil
 }
-
-// rootDirDefaultMode is the mode containers-storage gives an image's root
-// directory when no layer has an entry for it.
-const rootDirDefaultMode = 0o555
 
 // rootEntryWatcher reads a copy of a layer's tar stream and notes whether it
 // has an entry for the root directory itself ("./").
@@ -102,14 +98,14 @@ func applyLayer(ctx context.Context, blob string, want digest.Digest, dir string
 	}
 	defer f.Close()
 	verifier := want.Verifier()
-	plain, err := archive.DecompressStream(io.TeeReader(ctxReader{ctx, f}, verifier))
+	plain, err := storarchive.DecompressStream(io.TeeReader(ctxReader{ctx, f}, verifier))
 	if err != nil {
 		return false, fmt.Errorf("decompressing: %w", err)
 	}
 	defer plain.Close()
 	watch := watchRootEntry()
 	stream := io.TeeReader(plain, watch)
-	_, err = archive.ApplyUncompressedLayer(dir, stream, &archive.TarOptions{InUserNS: unshare.IsRootless()})
+	_, err = storarchive.ApplyUncompressedLayer(dir, stream, &storarchive.TarOptions{InUserNS: unshare.IsRootless()})
 	if err == nil {
 		// Drain what the tar reader left (padding, trailing blocks) so the
 		// digest covers the whole blob.

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/clipbuild/clipbuild/pipeline"
+	"github.com/clipbuild/clipbuild/registry"
 	"github.com/clipbuild/clipbuild/stages"
 )
 
@@ -146,18 +147,23 @@ func runBuild(cmd *cobra.Command, g *globalOptions, o *buildOptions, contextDir 
 	if err != nil {
 		return err
 	}
+	reg := registry.Options{Creds: o.creds, AuthFile: o.authfile, TLSVerify: o.tlsVerify, Insecure: settings.RegistryInsecure}
 	v1 := pipeline.V1(stages.Exporter{})
+	v2 := pipeline.BuildV2(stages.Pusher{Registry: settings.Registry, Options: reg}, stages.Indexer{Options: reg, Platform: o.platform})
 	var archiveStage pipeline.Stage
 	switch {
 	case settings.Version == pipeline.Version1:
 		archiveStage = v1
 	case settings.Version == pipeline.Version2:
-		return errors.New("clip version 2: building v2 archives needs the registry push path, which this build does not include")
+		if settings.Registry == "" {
+			return errors.New("clip version 2 needs a registry: give --registry HOST[:PORT][/NAMESPACE], $CLIPBUILD_REGISTRY or imageService.buildRegistry")
+		}
+		archiveStage = v2
 	case settings.Registry == "":
-		log.Debug("no registry configured: producing a v1 archive")
+		log.Info("no registry configured: producing a v1 archive")
 		archiveStage = v1
 	default:
-		return errors.New("clip version auto with a registry: the registry push path is not included in this build")
+		archiveStage = pipeline.Fallback(v2, v1)
 	}
 	job := pipeline.NewJob(log, output)
 	res, err := pipeline.Run(ctx, job, pipeline.Sequence("build", pipeline.Build(b, bud), archiveStage))

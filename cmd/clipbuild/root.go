@@ -73,6 +73,8 @@ registry on demand; v1 is self-contained.
 		NewInspectCmd(g),
 		NewMountCmd(g),
 		NewVerifyCmd(g),
+		NewPullCmd(g),
+		NewRegistryCmd(g),
 	)
 	return root
 }

@@ -17,7 +17,8 @@ var errDiffers = errors.New("archive differs")
 
 // NewVerifyCmd is `clipbuild verify`.
 func NewVerifyCmd(g *globalOptions) *cobra.Command {
-	var image, rootfs string
+	var image, rootfs, cacheDir string
+	reg := registryFlags{}
 	cmd := &cobra.Command{
 		Use:   "verify ARCHIVE (--image NAME | --rootfs DIR)",
 		Short: "Compare an archive's tree and contents with an image or an unpacked rootfs",
@@ -35,7 +36,7 @@ func NewVerifyCmd(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("verifying %s: %w", args[0], err)
 			}
-			s, err := archive.OpenStorage(a)
+			s, err := archive.OpenStorage(a, archive.WithCacheDir(cacheDir), archive.WithRegistryOptions(reg.options(a)))
 			if err != nil {
 				return err
 			}
@@ -80,5 +81,7 @@ func NewVerifyCmd(g *globalOptions) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&image, "image", "", "local image to compare with")
 	cmd.Flags().StringVar(&rootfs, "rootfs", "", "unpacked rootfs to compare with")
+	cmd.Flags().StringVar(&cacheDir, "cache-dir", "", "directory for fetched layer data of v2 archives")
+	reg.bind(cmd)
 	return cmd
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,7 +16,10 @@ type corpusCase struct {
 	name  string   // test, image and container name
 	dir   string   // directory under testdata/corpus
 	flags []string // extra `clipbuild build` flags
-	check func(r tree)
+	// minLayers is the least number of layers the image must have, so
+	// that whiteouts and opaque directories really cross layers.
+	minLayers int
+	check     func(r tree)
 }
 
 // longName is the 200-byte file name of the names case.
@@ -23,7 +27,7 @@ var longName = strings.Repeat("long", 50)
 
 var corpus = []corpusCase{
 	{
-		name: "whiteouts", dir: "whiteouts", flags: []string{"--layers"},
+		name: "whiteouts", dir: "whiteouts", flags: []string{"--layers"}, minLayers: 5,
 		check: func(r tree) {
 			r.entries("data", "deleted-then-recreated", "file-becomes-dir", "keep")
 			r.entries("data/keep", "kept.txt")
@@ -36,7 +40,7 @@ var corpus = []corpusCase{
 		},
 	},
 	{
-		name: "opaque", dir: "opaque", flags: []string{"--layers"},
+		name: "opaque", dir: "opaque", flags: []string{"--layers"}, minLayers: 4,
 		check: func(r tree) {
 			r.entries("opq", "new.txt", "sub")
 			r.entries("opq/sub", "new.txt")
@@ -48,7 +52,7 @@ var corpus = []corpusCase{
 		},
 	},
 	{
-		name: "hardlinks", dir: "hardlinks", flags: []string{"--layers"},
+		name: "hardlinks", dir: "hardlinks", flags: []string{"--layers"}, minLayers: 4,
 		check: func(r tree) {
 			group := []string{"links/a/original", "links/a/second", "links/b/third"}
 			r.hardlinked(3, group...)
@@ -137,7 +141,7 @@ var corpus = []corpusCase{
 		},
 	},
 	{
-		name: "empty", dir: "empty", flags: []string{"--layers"},
+		name: "empty", dir: "empty", flags: []string{"--layers"}, minLayers: 4,
 		check: func(r tree) {
 			r.entries("empty", "dir", "file", "later", "nested", "truncated")
 			r.entries("empty/dir")
@@ -214,6 +218,9 @@ func TestCorpus(t *testing.T) {
 			ctx := prepareContext(t, filepath.Join("corpus", tc.dir))
 			image := imageName(tc.name)
 			archive := buildArchive(t, ctx, image, tc.flags...)
+			if tc.minLayers > 0 {
+				checkLayerCount(t, image, tc.minLayers)
+			}
 			reference := buildahRootfs(t, image, namePrefix+"-"+tc.name+"-ref")
 			m := mountArchive(t, archive)
 
@@ -237,6 +244,15 @@ func TestCorpus(t *testing.T) {
 	}
 }
 
+// checkLayerCount checks that the image has at least atLeast layers.
+func checkLayerCount(t *testing.T, image string, atLeast int) {
+	t.Helper()
+	out := buildahCmd(t, "inspect", "--type", "image", "--format", "{{len .OCIv1.RootFS.DiffIDs}}", image)
+	if n, err := strconv.Atoi(out); err != nil || n < atLeast {
+		t.Errorf("%s: layers: got %q, want at least %d", image, out, atLeast)
+	}
+}
+
 // checkInspect runs `clipbuild inspect` on a valid archive.
 func checkInspect(t *testing.T, archive string) {
 	t.Helper()
@@ -256,33 +272,24 @@ func checkInspect(t *testing.T, archive string) {
 // changed (difference: exit 1).
 func checkVerify(t *testing.T, archive, image, reference string) {
 	t.Helper()
-	verify := func(args ...string) int {
+	verify := func(what string, want int, args ...string) {
 		t.Helper()
 		res := clipbuild(t, append([]string{"verify", archive}, args...)...)
-		if res.exitCode != 0 {
-			t.Logf("%v", res)
+		if res.exitCode != want {
+			t.Errorf("verify against %s: exit code: got %d, want %d\n%v", what, res.exitCode, want, res)
 		}
-		return res.exitCode
 	}
-	if got := verify("--rootfs", reference); got != 0 {
-		t.Errorf("verify --rootfs <buildah mount>: exit code: got %d, want 0", got)
-	}
-	if got := verify("--image", image); got != 0 {
-		t.Errorf("verify --image %s: exit code: got %d, want 0", image, got)
-	}
+	verify("buildah's mount", 0, "--rootfs", reference)
+	verify("the image", 0, "--image", image)
 
 	copyDir := filepath.Join(t.TempDir(), "rootfs")
 	if err := os.Mkdir(copyDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	mustSucceed(t, run(t, "", commandTimeout, "cp", "-a", reference+"/.", copyDir+"/"))
-	if got := verify("--rootfs", copyDir); got != 0 {
-		t.Errorf("verify --rootfs <unchanged copy>: exit code: got %d, want 0", got)
-	}
+	verify("an unchanged copy of buildah's mount", 0, "--rootfs", copyDir)
 	flipByte(t, filepath.Join(copyDir, "bin", "busybox"))
-	if got := verify("--rootfs", copyDir); got != 1 {
-		t.Errorf("verify --rootfs <copy with one byte changed>: exit code: got %d, want 1", got)
-	}
+	verify("a copy of buildah's mount with one byte changed", 1, "--rootfs", copyDir)
 }
 
 // flipByte inverts the byte in the middle of a file, keeping its size.

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -77,6 +78,7 @@ func TestBuildErrors(t *testing.T) {
 			res := run(t, "", buildTimeout, clipbuildBin, args...)
 
 			assertCleanFailure(t, res)
+			t.Logf("last stderr line: %s", res.lastStderrLine())
 			if tt.wantInError != nil {
 				if want, last := tt.wantInError(ctx), res.lastStderrLine(); !strings.Contains(last, want) {
 					t.Errorf("last stderr line: got %q, want it to contain %q", last, want)
@@ -175,11 +177,9 @@ func mountShouldFail(t *testing.T, archive string) {
 func TestDefaultCommand(t *testing.T) {
 	heavy(t)
 	ctx := prepareContext(t, "corpus/empty")
-	image := imageName("default-command")
-	removeImageLater(t, image)
+	t.Cleanup(func() { removeImagesOfArchives(t, ctx) })
 
-	// -t only names the image so that it can be removed afterwards.
-	args := append([]string{"-f", "Dockerfile", "-t", image}, isolationArgs()...)
+	args := append([]string{"-f", "Dockerfile"}, isolationArgs()...)
 	res := run(t, ctx, buildTimeout, clipbuildBin, args...)
 	mustSucceed(t, res)
 
@@ -189,4 +189,22 @@ func TestDefaultCommand(t *testing.T) {
 		t.Fatalf(".clip files in the context dir: got %q, want exactly one\n%v", archives, res)
 	}
 	checkInspect(t, archives[0])
+}
+
+// removeImagesOfArchives removes the images that the archives in dir were
+// built from. Without -t the image gets a generated name, which is read back
+// from the "image" field of `clipbuild inspect --json`.
+func removeImagesOfArchives(t *testing.T, dir string) {
+	archives, _ := filepath.Glob(filepath.Join(dir, "*.clip"))
+	for _, archive := range archives {
+		out, err := exec.Command(clipbuildBin, "inspect", archive, "--json").Output()
+		var info struct {
+			Image string `json:"image"`
+		}
+		if err != nil || json.Unmarshal(out, &info) != nil || info.Image == "" {
+			t.Logf("cleanup: cannot tell which image %s came from; it may be left in buildah's storage", archive)
+			continue
+		}
+		buildahCleanup(t, "rmi", info.Image)
+	}
 }

@@ -224,6 +224,7 @@ func compareTrees(t *testing.T, wantName, wantRoot, gotName, gotRoot string) {
 	if len(want) == 0 {
 		t.Errorf("%s: snapshot is empty", wantName)
 	}
+	t.Logf("compared %d entries of %s with %d of %s", len(got), gotName, len(want), wantName)
 }
 
 // TestSnapshotDiff checks the comparison itself on small local trees, so a

@@ -1,0 +1,223 @@
+package archive
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/beam-cloud/clip/pkg/common"
+	godigest "github.com/opencontainers/go-digest"
+	storarchive "go.podman.io/storage/pkg/archive"
+
+	"github.com/clipbuild/clipbuild/registry"
+)
+
+// BlobOpener streams a registry blob by digest.
+type BlobOpener interface {
+	Open(ctx context.Context, digest string) (io.ReadCloser, error)
+}
+
+// remoteStorage serves a v2 archive's files from its image's layers in the
+// registry, fetched by digest (so a re-pointed tag changes nothing) and kept
+// uncompressed in a disk cache shared by every mount on the host. A layer
+// is fetched on the first read of any file in it; a failed fetch is retried
+// on the next read, and what is cached keeps being served when the registry
+// is gone.
+type remoteStorage struct {
+	meta     *common.ClipArchiveMetadata
+	blobs    BlobOpener
+	cacheDir string
+	timeout  time.Duration
+
+	mu     sync.Mutex
+	layers map[string]*cachedLayer
+}
+
+type cachedLayer struct {
+	mu sync.Mutex // held while fetching
+	f  *os.File
+}
+
+// ReadFile fills dest from node's bytes at off.
+func (s *remoteStorage) ReadFile(node *common.ClipNode, dest []byte, off int64) (int, error) {
+	if node.Remote == nil {
+		return 0, nil // FIFOs, devices and empty files have no data
+	}
+	r := node.Remote
+	if off >= r.ULength {
+		return 0, nil
+	}
+	if rem := r.ULength - off; int64(len(dest)) > rem {
+		dest = dest[:rem]
+	}
+	f, err := s.layer(r.LayerDigest)
+	if err != nil {
+		return 0, err
+	}
+	n, err := f.ReadAt(dest, r.UOffset+off)
+	if err == io.EOF && n == len(dest) {
+		err = nil
+	}
+	if err != nil {
+		return n, fmt.Errorf("reading %s from layer %s: %w", node.Path, r.LayerDigest, err)
+	}
+	return n, nil
+}
+
+// layer returns the uncompressed layer file, fetching it if needed.
+func (s *remoteStorage) layer(dg string) (*os.File, error) {
+	s.mu.Lock()
+	l := s.layers[dg]
+	if l == nil {
+		l = &cachedLayer{}
+		s.layers[dg] = l
+	}
+	s.mu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f != nil {
+		return l.f, nil
+	}
+	d, err := godigest.Parse(dg)
+	if err != nil {
+		return nil, fmt.Errorf("layer digest: %w", err)
+	}
+	p := filepath.Join(s.cacheDir, d.Algorithm().String(), d.Encoded()+".tar")
+	if f, err := os.Open(p); err == nil {
+		l.f = f
+		return f, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	if err := s.fetch(ctx, dg, p); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	l.f = f
+	return f, nil
+}
+
+// fetch downloads and decompresses a layer into the cache, atomically.
+func (s *remoteStorage) fetch(ctx context.Context, dg, p string) error {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return fmt.Errorf("creating layer cache: %w", err)
+	}
+	rc, err := s.blobs.Open(ctx, dg)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	plain, err := storarchive.DecompressStream(rc)
+	if err != nil {
+		return fmt.Errorf("decompressing layer %s: %w", dg, err)
+	}
+	defer plain.Close()
+	return WriteFileAtomic(p, func(f *os.File) error {
+		if _, err := io.Copy(f, plain); err != nil {
+			return fmt.Errorf("fetching layer %s: %w", dg, err)
+		}
+		return nil
+	})
+}
+
+func (s *remoteStorage) Metadata() *common.ClipArchiveMetadata { return s.meta }
+func (s *remoteStorage) CachedLocally() bool                   { return false }
+
+func (s *remoteStorage) Cleanup() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.layers {
+		if l.f != nil {
+			l.f.Close()
+		}
+	}
+	return nil
+}
+
+// storageOptions configure OpenStorage.
+type storageOptions struct {
+	registry registry.Options
+	cacheDir string
+	timeout  time.Duration
+	blobs    BlobOpener
+}
+
+// StorageOption configures OpenStorage.
+type StorageOption func(*storageOptions) error
+
+// WithRegistryOptions sets how a v2 archive's registry is reached. The
+// default is registry.DefaultOptions, with plain HTTP allowed when the
+// archive was indexed over it.
+func WithRegistryOptions(o registry.Options) StorageOption {
+	return func(so *storageOptions) error { so.registry = o; return nil }
+}
+
+// WithCacheDir sets where fetched layers are kept. The default is
+// $XDG_CACHE_HOME/clipbuild/layers (~/.cache/clipbuild/layers).
+func WithCacheDir(dir string) StorageOption {
+	return func(so *storageOptions) error {
+		if dir != "" {
+			so.cacheDir = dir
+		}
+		return nil
+	}
+}
+
+// WithFetchTimeout bounds one layer fetch. The default is 10 minutes.
+func WithFetchTimeout(d time.Duration) StorageOption {
+	return func(so *storageOptions) error { so.timeout = d; return nil }
+}
+
+// WithBlobOpener replaces the registry client (for tests and proxies). The
+// default reads from the registry named in the archive.
+func WithBlobOpener(b BlobOpener) StorageOption {
+	return func(so *storageOptions) error { so.blobs = b; return nil }
+}
+
+// DefaultCacheDir is the default layer cache directory.
+func DefaultCacheDir() string {
+	base := os.Getenv("XDG_CACHE_HOME")
+	if base == "" {
+		if home, err := os.UserHomeDir(); err == nil {
+			base = filepath.Join(home, ".cache")
+		} else {
+			base = os.TempDir()
+		}
+	}
+	return filepath.Join(base, "clipbuild", "layers")
+}
+
+// OpenStorage returns the reader for a's file contents: the archive file for
+// v1, the image's registry for v2.
+func OpenStorage(a *Archive, opts ...StorageOption) (Storage, error) {
+	so := storageOptions{registry: registry.DefaultOptions(), cacheDir: DefaultCacheDir(), timeout: 10 * time.Minute}
+	if a.Trailer.PlainHTTP {
+		so.registry.Insecure = true
+	}
+	for _, o := range opts {
+		if err := o(&so); err != nil {
+			return nil, err
+		}
+	}
+	if a.Version() == 1 {
+		return newLocalStorage(a)
+	}
+	blobs := so.blobs
+	if blobs == nil {
+		repo := strings.TrimSuffix(a.OCI.RegistryURL, "/") + "/" + a.OCI.Repository
+		b, err := registry.NewBlobs(repo, so.registry)
+		if err != nil {
+			return nil, fmt.Errorf("archive registry: %w", err)
+		}
+		blobs = b
+	}
+	return &remoteStorage{meta: a.Metadata, blobs: blobs, cacheDir: so.cacheDir, timeout: so.timeout, layers: map[string]*cachedLayer{}}, nil
+}

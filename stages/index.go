@@ -1,0 +1,240 @@
+package stages
+
+import (
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/beam-cloud/clip/pkg/common"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/clipbuild/clipbuild/archive"
+	"github.com/clipbuild/clipbuild/registry"
+)
+
+// ErrPlatformMismatch is returned when an image is not for the platform asked
+// for (or the host's).
+var ErrPlatformMismatch = errors.New("platform mismatch")
+
+// Indexer writes v2 archives of images in a registry, reading each layer
+// once, as a stream, and never storing it.
+type Indexer struct {
+	Options registry.Options
+	// Platform is OS/ARCH[/VARIANT]; the default is the host's.
+	Platform string
+}
+
+// Indexed is a v2 archive on disk.
+type Indexed struct {
+	Written
+	ImageRef       string // repository@digest the archive reads from
+	ManifestDigest string
+	ImageBytes     int64 // compressed layer bytes
+}
+
+// ParsePlatform parses OS/ARCH[/VARIANT]; an empty string is the host.
+func ParsePlatform(s string) (v1.Platform, error) {
+	if s == "" {
+		p := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+		if runtime.GOARCH == "arm64" {
+			p.Variant = "v8"
+		}
+		return p, nil
+	}
+	p, err := v1.ParsePlatform(s)
+	if err != nil || p.OS == "" || p.Architecture == "" {
+		return v1.Platform{}, fmt.Errorf("--platform %q: want OS/ARCH[/VARIANT]", s)
+	}
+	return *p, nil
+}
+
+func platformMatches(want v1.Platform, cfg *v1.ConfigFile) bool {
+	if cfg.OS != want.OS || cfg.Architecture != want.Architecture {
+		return false
+	}
+	return want.Variant == "" || cfg.Variant == "" || cfg.Variant == want.Variant
+}
+
+// Index indexes the image at ref into a v2 archive at output, atomically.
+// name is what the archive calls the image.
+func (x Indexer) Index(ctx context.Context, ref, imageName, output string) (Indexed, error) {
+	want, err := ParsePlatform(x.Platform)
+	if err != nil {
+		return Indexed{}, err
+	}
+	r, err := x.Options.ParseReference(ref)
+	if err != nil {
+		return Indexed{}, err
+	}
+	ropts, err := x.Options.RemoteOptions(ctx, r)
+	if err != nil {
+		return Indexed{}, err
+	}
+	desc, err := remote.Get(r, append(ropts, remote.WithPlatform(want))...)
+	if err != nil {
+		return Indexed{}, fmt.Errorf("fetching manifest of %s: %w", ref, err)
+	}
+	var img v1.Image
+	switch desc.MediaType {
+	case types.OCIImageIndex, types.DockerManifestList:
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return Indexed{}, fmt.Errorf("reading index of %s: %w", ref, err)
+		}
+		img, err = pickPlatform(idx, want)
+		if err != nil {
+			return Indexed{}, fmt.Errorf("%s: %w", ref, err)
+		}
+	default:
+		if img, err = desc.Image(); err != nil {
+			return Indexed{}, fmt.Errorf("reading image %s: %w", ref, err)
+		}
+	}
+	return x.indexImage(ctx, r, img, imageName, output)
+}
+
+func pickPlatform(idx v1.ImageIndex, want v1.Platform) (v1.Image, error) {
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	var have []string
+	for _, m := range im.Manifests {
+		if m.Platform == nil {
+			continue
+		}
+		have = append(have, m.Platform.String())
+		if m.Platform.OS == want.OS && m.Platform.Architecture == want.Architecture &&
+			(want.Variant == "" || m.Platform.Variant == "" || m.Platform.Variant == want.Variant) {
+			return idx.Image(m.Digest)
+		}
+	}
+	return nil, fmt.Errorf("%w: no image for %s in the index (it has %s)", ErrPlatformMismatch, want.String(), strings.Join(have, ", "))
+}
+
+func (x Indexer) indexImage(ctx context.Context, r name.Reference, img v1.Image, imageName, output string) (Indexed, error) {
+	want, _ := ParsePlatform(x.Platform)
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return Indexed{}, fmt.Errorf("reading image config: %w", err)
+	}
+	if !platformMatches(want, cfg) {
+		return Indexed{}, fmt.Errorf("%w: image is %s/%s, want %s", ErrPlatformMismatch, cfg.OS, cfg.Architecture, want.String())
+	}
+	manifestDigest, err := img.Digest()
+	if err != nil {
+		return Indexed{}, err
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return Indexed{}, fmt.Errorf("reading manifest: %w", err)
+	}
+	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
+		return Indexed{}, fmt.Errorf("image config lists %d layers, manifest %d", len(cfg.RootFS.DiffIDs), len(m.Layers))
+	}
+	ix := archive.NewIndexer()
+	oci := &common.OCIStorageInfo{
+		RegistryURL:             r.Context().RegistryStr(),
+		Repository:              r.Context().RepositoryStr(),
+		Reference:               r.Identifier(),
+		DecompressedHashByLayer: map[string]string{},
+	}
+	var imageBytes int64
+	for i, l := range m.Layers {
+		oci.Layers = append(oci.Layers, l.Digest.String())
+		imageBytes += l.Size
+		layer, err := img.LayerByDigest(l.Digest)
+		if err != nil {
+			return Indexed{}, fmt.Errorf("layer %d: %w", i+1, err)
+		}
+		if err := indexLayer(ctx, ix, layer, l, cfg.RootFS.DiffIDs[i]); err != nil {
+			return Indexed{}, fmt.Errorf("indexing layer %d (%s): %w", i+1, l.Digest.Hex[:12], err)
+		}
+		oci.DecompressedHashByLayer[l.Digest.String()] = cfg.RootFS.DiffIDs[i].Hex
+	}
+	ociManifest := imgspecv1.Manifest{}
+	ociConfig := imgspecv1.Image{}
+	if err := convertJSON(m, &ociManifest); err != nil {
+		return Indexed{}, err
+	}
+	if err := convertJSON(cfg, &ociConfig); err != nil {
+		return Indexed{}, err
+	}
+	md := ImageMetadata(imageName, manifestDigest.String(), ociManifest, ociConfig)
+	oci.ImageMetadata = md
+	pinned := r.Context().String() + "@" + manifestDigest.String()
+	t := archive.Trailer{Image: md, ImageRef: pinned, ManifestDigest: manifestDigest.String(), Tool: "clipbuild",
+		PlainHTTP: x.Options.PlainHTTP(r.Context().RegistryStr()) && !registry.IsLoopback(r.Context().RegistryStr())}
+	nodes := ix.Nodes()
+	var out Indexed
+	err = archive.WriteFileAtomic(output, func(f *os.File) error {
+		if err := archive.WriteV2(f, nodes, oci, t); err != nil {
+			return err
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		out.Bytes = fi.Size()
+		return nil
+	})
+	if err != nil {
+		return Indexed{}, err
+	}
+	out.Path = output
+	out.ImageRef = pinned
+	out.ManifestDigest = manifestDigest.String()
+	out.ImageBytes = imageBytes
+	return out, nil
+}
+
+// indexLayer streams one layer through the indexer, checking the
+// uncompressed bytes against the config's diff ID.
+func indexLayer(ctx context.Context, ix *archive.Indexer, layer v1.Layer, desc v1.Descriptor, diffID v1.Hash) error {
+	mt := string(desc.MediaType)
+	gz := strings.HasSuffix(mt, "gzip") || mt == string(types.DockerLayer) || mt == string(types.DockerForeignLayer)
+	plain := mt == imgspecv1.MediaTypeImageLayer || mt == string(types.DockerUncompressedLayer)
+	if !gz && !plain {
+		return fmt.Errorf("layer media type %s is not supported (v2 indexes gzip and uncompressed layers)", mt)
+	}
+	rc, err := layer.Compressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	var stream io.Reader = rc
+	if gz {
+		zr, err := gzip.NewReader(rc)
+		if err != nil {
+			return fmt.Errorf("layer is not gzip: %w", err)
+		}
+		defer zr.Close()
+		stream = zr
+	}
+	h := sha256.New()
+	tee := io.TeeReader(stream, h)
+	if err := ix.AddLayer(ctx, desc.Digest.String(), tee); err != nil {
+		return err
+	}
+	if _, err := io.Copy(io.Discard, tee); err != nil {
+		return fmt.Errorf("reading layer: %w", err)
+	}
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		return fmt.Errorf("reading layer: %w", err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); diffID.Algorithm == "sha256" && got != diffID.Hex {
+		return fmt.Errorf("uncompressed content sha256:%s does not match the config's diff ID %s", got, diffID)
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package stages
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/distribution/reference"
+	digest "github.com/opencontainers/go-digest"
+	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.podman.io/image/v5/copy"
+	"go.podman.io/image/v5/docker"
+	"go.podman.io/image/v5/pkg/compression"
+	is "go.podman.io/image/v5/storage"
+	"go.podman.io/storage"
+
+	"github.com/clipbuild/clipbuild/registry"
+)
+
+// Pusher pushes local images to a scratch registry for v2 indexing.
+type Pusher struct {
+	// Registry is HOST[:PORT][/NAMESPACE].
+	Registry string
+	Options  registry.Options
+	// StoreOptions selects the store; the default is buildah's.
+	StoreOptions *storage.StoreOptions
+}
+
+// Pushed is an image in a registry, pinned by manifest digest.
+type Pushed struct {
+	Repository string // host[:port]/path
+	Tag        string
+	Digest     digest.Digest
+}
+
+// Ref is the tag reference the image was pushed under.
+func (p Pushed) Ref() string { return p.Repository + ":" + p.Tag }
+
+// Pinned is the digest reference, which no later push can re-point.
+func (p Pushed) Pinned() string { return p.Repository + "@" + p.Digest.String() }
+
+// Repository is where Push puts image: the registry's namespace plus the
+// image's last name component.
+func (p Pusher) Repository(image string) (string, error) {
+	reg := strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(p.Registry, "https://"), "http://"), "/")
+	if reg == "" {
+		return "", fmt.Errorf("no registry configured")
+	}
+	repo := reg + "/" + strings.ToLower(imageBase(image))
+	if _, err := reference.ParseNormalizedNamed(repo); err != nil {
+		return "", fmt.Errorf("registry %q: %w", p.Registry, err)
+	}
+	return repo, nil
+}
+
+// imageBase is an image name's last path component without tag or digest.
+func imageBase(image string) string {
+	image = image[strings.LastIndex(image, "/")+1:]
+	if i := strings.IndexAny(image, ":@"); i >= 0 {
+		image = image[:i]
+	}
+	return image
+}
+
+// Push copies the local image to the registry with gzip layers (what clip's
+// v2 format indexes), under a tag made from the image ID. The tag is unique
+// and never re-pointed, and the result is pinned by digest anyway.
+func (p Pusher) Push(ctx context.Context, img Image) (Pushed, error) {
+	repo, err := p.Repository(img.Name)
+	if err != nil {
+		return Pushed{}, err
+	}
+	tag := "id-" + img.ID
+	if len(tag) > 128 {
+		tag = tag[:128]
+	}
+	host := repo[:strings.Index(repo, "/")]
+	sc, err := p.Options.SystemContext(host)
+	if err != nil {
+		return Pushed{}, err
+	}
+	sc.CompressionFormat = &compression.Gzip
+	opts := p.StoreOptions
+	if opts == nil {
+		o, err := storage.DefaultStoreOptions()
+		if err != nil {
+			return Pushed{}, fmt.Errorf("reading storage configuration: %w", err)
+		}
+		opts = &o
+	}
+	store, err := storage.GetStore(*opts)
+	if err != nil {
+		return Pushed{}, fmt.Errorf("opening containers-storage: %w", err)
+	}
+	defer func() { _, _ = store.Shutdown(false) }()
+	src, err := is.Transport.ParseStoreReference(store, img.Name)
+	if err != nil {
+		return Pushed{}, fmt.Errorf("parsing %s: %w", img.Name, err)
+	}
+	dst, err := docker.ParseReference("//" + repo + ":" + tag)
+	if err != nil {
+		return Pushed{}, fmt.Errorf("parsing %s: %w", repo, err)
+	}
+	policy, err := insecureAcceptAnything()
+	if err != nil {
+		return Pushed{}, err
+	}
+	defer policy.Destroy()
+	manifest, err := copy.Image(ctx, policy, dst, src, &copy.Options{
+		DestinationCtx:        sc,
+		ReportWriter:          io.Discard,
+		ForceManifestMIMEType: imgspecv1.MediaTypeImageManifest,
+	})
+	if err != nil {
+		return Pushed{}, fmt.Errorf("pushing to %s: %w", repo, err)
+	}
+	return Pushed{Repository: repo, Tag: tag, Digest: digest.FromBytes(manifest)}, nil
+}
