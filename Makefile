@@ -6,6 +6,9 @@ export GOFLAGS := -buildvcs=false -tags=$(TAGS)
 BIN       := bin/clipbuild
 APT_PKGS  := buildah fuse3 busybox-static uidmap
 TEST_TIMEOUT ?= 40m
+# The OCI distribution-spec conformance suite, run against the embedded registry.
+CONFORMANCE_VERSION := v0.0.0-20260831232431-97274622c111
+CONFORMANCE := bin/conformance
 
 .PHONY: help deps build test unit demo bench lint fuzz clean
 
@@ -25,8 +28,12 @@ deps: ## install the system packages clipbuild needs (apt-get; idempotent)
 build: ## build bin/clipbuild
 	$(GO) build -o $(BIN) ./cmd/clipbuild
 
-test: deps build ## run unit and integration tests (integration needs root, buildah, FUSE)
-	CLIPBUILD_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+test: deps build $(CONFORMANCE) ## run unit and integration tests (integration needs root, buildah, FUSE)
+	CLIPBUILD_BIN=$(CURDIR)/$(BIN) CLIPBUILD_CONFORMANCE_BIN=$(CURDIR)/$(CONFORMANCE) \
+	  $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+$(CONFORMANCE):
+	GOBIN=$(CURDIR)/bin GOFLAGS=-buildvcs=false $(GO) install github.com/opencontainers/distribution-spec/conformance@$(CONFORMANCE_VERSION)
 
 unit: ## run the unit tests only
 	$(GO) test -count=1 -short $$($(GO) list ./... | grep -v /test/)

@@ -9,6 +9,21 @@ import (
 // as a broken Dockerfile: Fallback passes it through.
 var ErrNoFallback = errors.New("no fallback")
 
+// NoFallback marks err so that Fallback passes it through; its message is
+// err's.
+func NoFallback(err error) error {
+	if err == nil {
+		return nil
+	}
+	return noFallback{err}
+}
+
+type noFallback struct{ err error }
+
+func (e noFallback) Error() string        { return e.err.Error() }
+func (e noFallback) Unwrap() error        { return e.err }
+func (e noFallback) Is(target error) bool { return target == ErrNoFallback }
+
 type fallback struct {
 	primary, secondary Stage
 }

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 
 	"github.com/clipbuild/clipbuild/archive"
@@ -97,6 +98,9 @@ func Index(x stages.Indexer) Stage {
 	return Step("index", func(ctx context.Context, j *Job) error {
 		j.Log.Infof("Creating index-only archive of %s", j.Ref)
 		out, err := x.Index(ctx, j.Ref, j.Result.Image, j.Output)
+		if errors.Is(err, stages.ErrPlatformMismatch) {
+			return NoFallback(err) // a local copy would be the same image
+		}
 		if err != nil {
 			return err
 		}

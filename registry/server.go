@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
+	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd" // the "htpasswd" access controller
 	"github.com/distribution/distribution/v3/registry/handlers"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem" // the "filesystem" storage driver
 )
@@ -47,9 +48,32 @@ type Server struct {
 	done   chan error
 }
 
+// serverOptions configure Start.
+type serverOptions struct {
+	htpasswd string
+}
+
+// ServerOption configures Start.
+type ServerOption func(*serverOptions)
+
+// WithHtpasswd requires clients to authenticate with a user from the given
+// htpasswd file (bcrypt entries). The default is no authentication.
+func WithHtpasswd(path string) ServerOption {
+	return func(o *serverOptions) { o.htpasswd = path }
+}
+
 // Start serves a registry on addr (host:port; port 0 picks a free one)
 // storing its data under root, in the background until Shutdown.
-func Start(ctx context.Context, addr, root string) (*Server, error) {
+func Start(ctx context.Context, addr, root string, opts ...ServerOption) (*Server, error) {
+	var so serverOptions
+	for _, o := range opts {
+		o(&so)
+	}
+	if so.htpasswd != "" {
+		if _, err := os.Stat(so.htpasswd); err != nil {
+			return nil, fmt.Errorf("htpasswd file: %w", err)
+		}
+	}
 	// distribution wires OpenTelemetry in its own server; we use only its
 	// handlers, and turn the exporter off as well so nothing ever dials out.
 	if os.Getenv("OTEL_TRACES_EXPORTER") == "" {
@@ -71,6 +95,9 @@ func Start(ctx context.Context, addr, root string) (*Server, error) {
 		},
 	}
 	cfg.HTTP.Secret = hex.EncodeToString(secret[:])
+	if so.htpasswd != "" {
+		cfg.Auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "clipbuild", "path": so.htpasswd}}
+	}
 	cfg.Log.AccessLog.Disabled = true
 	cfg.Log.Level = "error"
 	app := handlers.NewApp(ctx, cfg)

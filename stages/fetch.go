@@ -3,9 +3,9 @@ package stages
 import (
 	"context"
 	"errors"
-	"io/fs"
 	"fmt"
 	"io"
+	"io/fs"
 	"strings"
 
 	"go.podman.io/image/v5/copy"

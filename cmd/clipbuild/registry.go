@@ -16,7 +16,7 @@ func NewRegistryCmd(g *globalOptions) *cobra.Command {
 		Use:   "registry",
 		Short: "The embedded scratch registry",
 	}
-	var addr, root string
+	var addr, root, htpasswd string
 	serve := &cobra.Command{
 		Use:   "serve [--addr A] [--root DIR]",
 		Short: "Serve the embedded registry in the foreground until SIGINT or SIGTERM",
@@ -33,7 +33,11 @@ func NewRegistryCmd(g *globalOptions) *cobra.Command {
 					return err
 				}
 			}
-			s, err := registry.Start(context.WithoutCancel(ctx), addr, root)
+			var opts []registry.ServerOption
+			if htpasswd != "" {
+				opts = append(opts, registry.WithHtpasswd(htpasswd))
+			}
+			s, err := registry.Start(context.WithoutCancel(ctx), addr, root, opts...)
 			if err != nil {
 				return fmt.Errorf("starting registry: %w", err)
 			}
@@ -51,6 +55,7 @@ func NewRegistryCmd(g *globalOptions) *cobra.Command {
 	}
 	serve.Flags().StringVar(&addr, "addr", registry.DefaultAddr, "address to listen on (host:port)")
 	serve.Flags().StringVar(&root, "root", "", "storage directory (the default is $XDG_DATA_HOME/clipbuild/registry)")
+	serve.Flags().StringVar(&htpasswd, "htpasswd", "", "require basic auth with users from this htpasswd file (bcrypt)")
 	cmd.AddCommand(serve)
 	return cmd
 }
