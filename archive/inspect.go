@@ -8,16 +8,21 @@ import (
 
 // Summary is what `clipbuild inspect` shows of an archive.
 type Summary struct {
-	Path           string            `json:"path"`
-	Version        int               `json:"clipVersion"`
-	ArchiveBytes   int64             `json:"archiveBytes"`
-	Image          string            `json:"image,omitempty"`
-	ImageRef       string            `json:"imageRef,omitempty"`
-	ManifestDigest string            `json:"manifestDigest,omitempty"`
-	Layers         []LayerSummary    `json:"layers"`
-	Config         *ImageConfig      `json:"config,omitempty"`
-	Counts         Stats             `json:"counts"`
-	Labels         map[string]string `json:"labels,omitempty"`
+	Path           string `json:"path"`
+	Version        int    `json:"clipVersion"`
+	ArchiveBytes   int64  `json:"archiveBytes"`
+	Image          string `json:"image,omitempty"`
+	ImageRef       string `json:"imageRef,omitempty"`
+	ManifestDigest string `json:"manifestDigest,omitempty"`
+	// Registry, Repository and Reference are where clip's own runtime would
+	// look for a v2 archive's layers (Reference is an immutable tag).
+	Registry   string            `json:"registry,omitempty"`
+	Repository string            `json:"repository,omitempty"`
+	Reference  string            `json:"reference,omitempty"`
+	Layers     []LayerSummary    `json:"layers"`
+	Config     *ImageConfig      `json:"config,omitempty"`
+	Counts     Stats             `json:"counts"`
+	Labels     map[string]string `json:"labels,omitempty"`
 }
 
 // LayerSummary is one layer of the image.
@@ -42,6 +47,9 @@ type ImageConfig struct {
 func Summarize(a *Archive) Summary {
 	s := Summary{Path: a.Path, Version: a.Version(), ArchiveBytes: a.Size, Layers: []LayerSummary{},
 		ImageRef: a.Trailer.ImageRef, ManifestDigest: a.Trailer.ManifestDigest}
+	if a.OCI != nil {
+		s.Registry, s.Repository, s.Reference = a.OCI.RegistryURL, a.OCI.Repository, a.OCI.Reference
+	}
 	if img := a.Image(); img != nil {
 		s.Image = img.Name
 		if s.ManifestDigest == "" {

@@ -40,6 +40,7 @@ type Job struct {
 
 	Image  stages.Image // the image to archive, in containers-storage
 	Ref    string       // the image to archive, in a registry (set by push or pull)
+	Tag    string       // the immutable tag push used, if any
 	Layout *stages.Layout
 	Rootfs string
 

@@ -89,6 +89,7 @@ func Push(p stages.Pusher) Stage {
 		}
 		j.Log.Debugf("pushed %s as %s", j.Image.Name, pushed.Pinned())
 		j.Ref = pushed.Pinned()
+		j.Tag = pushed.Tag
 		return nil
 	})
 }
@@ -97,7 +98,7 @@ func Push(p stages.Pusher) Stage {
 func Index(x stages.Indexer) Stage {
 	return Step("index", func(ctx context.Context, j *Job) error {
 		j.Log.Infof("Creating index-only archive of %s", j.Ref)
-		out, err := x.Index(ctx, j.Ref, j.Result.Image, j.Output)
+		out, err := x.Index(ctx, stages.IndexRequest{Ref: j.Ref, Image: j.Result.Image, Output: j.Output, Tag: j.Tag})
 		if errors.Is(err, stages.ErrPlatformMismatch) {
 			return NoFallback(err) // a local copy would be the same image
 		}

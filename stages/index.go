@@ -66,9 +66,20 @@ func platformMatches(want v1.Platform, cfg *v1.ConfigFile) bool {
 	return want.Variant == "" || cfg.Variant == "" || cfg.Variant == want.Variant
 }
 
-// Index indexes the image at ref into a v2 archive at output, atomically.
-// name is what the archive calls the image.
-func (x Indexer) Index(ctx context.Context, ref, imageName, output string) (Indexed, error) {
+// IndexRequest says what to index and where the archive goes.
+type IndexRequest struct {
+	Ref    string // the image in its registry; a digest reference pins it
+	Image  string // what the archive calls the image
+	Output string
+	// Tag, when set, is the immutable tag recorded for clip's own runtime,
+	// which resolves a reference by tag. The default is Ref's tag or digest.
+	Tag string
+}
+
+// Index indexes the image at req.Ref into a v2 archive at req.Output,
+// atomically.
+func (x Indexer) Index(ctx context.Context, req IndexRequest) (Indexed, error) {
+	ref := req.Ref
 	want, err := ParsePlatform(x.Platform)
 	if err != nil {
 		return Indexed{}, err
@@ -101,7 +112,7 @@ func (x Indexer) Index(ctx context.Context, ref, imageName, output string) (Inde
 			return Indexed{}, fmt.Errorf("reading image %s: %w", ref, err)
 		}
 	}
-	return x.indexImage(ctx, r, img, imageName, output)
+	return x.indexImage(ctx, r, img, req)
 }
 
 func pickPlatform(idx v1.ImageIndex, want v1.Platform) (v1.Image, error) {
@@ -123,7 +134,7 @@ func pickPlatform(idx v1.ImageIndex, want v1.Platform) (v1.Image, error) {
 	return nil, fmt.Errorf("%w: no image for %s in the index (it has %s)", ErrPlatformMismatch, want.String(), strings.Join(have, ", "))
 }
 
-func (x Indexer) indexImage(ctx context.Context, r name.Reference, img v1.Image, imageName, output string) (Indexed, error) {
+func (x Indexer) indexImage(ctx context.Context, r name.Reference, img v1.Image, req IndexRequest) (Indexed, error) {
 	want, _ := ParsePlatform(x.Platform)
 	cfg, err := img.ConfigFile()
 	if err != nil {
@@ -171,14 +182,17 @@ func (x Indexer) indexImage(ctx context.Context, r name.Reference, img v1.Image,
 	if err := convertJSON(cfg, &ociConfig); err != nil {
 		return Indexed{}, err
 	}
-	md := ImageMetadata(imageName, manifestDigest.String(), ociManifest, ociConfig)
+	if req.Tag != "" {
+		oci.Reference = req.Tag
+	}
+	md := ImageMetadata(req.Image, manifestDigest.String(), ociManifest, ociConfig)
 	oci.ImageMetadata = md
 	pinned := r.Context().String() + "@" + manifestDigest.String()
 	t := archive.Trailer{Image: md, ImageRef: pinned, ManifestDigest: manifestDigest.String(), Tool: "clipbuild",
 		PlainHTTP: x.Options.PlainHTTP(r.Context().RegistryStr()) && !registry.IsLoopback(r.Context().RegistryStr())}
 	nodes := ix.Nodes()
 	var out Indexed
-	err = archive.WriteFileAtomic(output, func(f *os.File) error {
+	err = archive.WriteFileAtomic(req.Output, func(f *os.File) error {
 		if err := archive.WriteV2(f, nodes, oci, t); err != nil {
 			return err
 		}
@@ -192,7 +206,7 @@ func (x Indexer) indexImage(ctx context.Context, r name.Reference, img v1.Image,
 	if err != nil {
 		return Indexed{}, err
 	}
-	out.Path = output
+	out.Path = req.Output
 	out.ImageRef = pinned
 	out.ManifestDigest = manifestDigest.String()
 	out.ImageBytes = imageBytes

@@ -45,6 +45,12 @@ func (r result) String() string {
 // started or times out; a non-zero exit is returned for the caller to judge.
 func run(t *testing.T, dir string, timeout time.Duration, name string, args ...string) result {
 	t.Helper()
+	return runEnv(t, dir, timeout, nil, name, args...)
+}
+
+// runEnv is run with extra environment variables (KEY=VALUE).
+func runEnv(t *testing.T, dir string, timeout time.Duration, env []string, name string, args ...string) result {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
@@ -52,6 +58,9 @@ func run(t *testing.T, dir string, timeout time.Duration, name string, args ...s
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -43,6 +43,17 @@ func runTests(m *testing.M) int {
 	}
 	repoRoot = root
 
+	// Keep every cache and data directory the tool defaults to inside this
+	// run, so tests neither share state with the user nor leave any behind.
+	home, err := os.MkdirTemp("", "clipbuild-integration-home-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		return 1
+	}
+	defer os.RemoveAll(home)
+	os.Setenv("XDG_CACHE_HOME", filepath.Join(home, "cache"))
+	os.Setenv("XDG_DATA_HOME", filepath.Join(home, "data"))
+
 	bin, cleanup, err := locateBinary()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integration:", err)

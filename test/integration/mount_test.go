@@ -36,14 +36,14 @@ type fuseMount struct {
 // mountArchive starts `clipbuild mount archive <dir>` and waits until the
 // mount appears in /proc/self/mountinfo. The process is stopped and the
 // mount removed when the test ends.
-func mountArchive(t *testing.T, archive string) *fuseMount {
+func mountArchive(t *testing.T, archive string, extra ...string) *fuseMount {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	m := &fuseMount{dir: dir, done: make(chan struct{})}
-	m.cmd = exec.Command(clipbuildBin, "mount", archive, dir)
+	m.cmd = exec.Command(clipbuildBin, append([]string{"mount", archive, dir}, extra...)...)
 	m.cmd.Stdout = &m.stderr
 	m.cmd.Stderr = &m.stderr
 	if err := m.cmd.Start(); err != nil {
