@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/sirupsen/logrus"
 )
@@ -84,6 +86,10 @@ func (t *tailWriter) last() string {
 // set, its stdout) to the user, and returns its stdout.
 func (b *Buildah) run(ctx context.Context, stream bool, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, b.path, args...)
+	// On cancellation buildah gets SIGTERM and time to remove its working
+	// container and mounts; only then is it killed.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 20 * time.Second
 	var stdout bytes.Buffer
 	tail := &tailWriter{}
 	cmd.Stderr = io.MultiWriter(b.stderr, tail)
@@ -156,7 +162,8 @@ func (o BudOptions) Dockerfile() (string, error) {
 
 // BudArgs is the buildah command line for o, writing the image ID to iidfile.
 func BudArgs(o BudOptions, dockerfile, iidfile string) []string {
-	args := []string{"bud", "--iidfile", iidfile, "-f", dockerfile}
+	// --force-rm: a failed build must not leave its working container.
+	args := []string{"bud", "--force-rm", "--iidfile", iidfile, "-f", dockerfile}
 	for _, t := range o.Tags {
 		args = append(args, "-t", t)
 	}

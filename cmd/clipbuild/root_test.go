@@ -144,7 +144,7 @@ func TestDefaultNameRelative(t *testing.T) {
 // directory must be a name buildah accepts.
 func TestDefaultNameMakesValidReference(t *testing.T) {
 	parent := t.TempDir()
-	for _, dir := range []string{"app", "My App", "Project_X", "web.v2", "--weird--", "ünïcödé", "日本", "x"} {
+	for _, dir := range []string{"app", "My App", "Project_X", "web.v2", "--weird--", "ünïcödé", "日本", "x", "__pycache__", "foo_", "_private"} {
 		name := stages.UniqueName(defaultName(filepath.Join(parent, dir)))
 		if _, err := reference.ParseNormalizedNamed(name); err != nil {
 			t.Errorf("image name for directory %q = %q: %v", dir, name, err)
@@ -155,7 +155,7 @@ func TestDefaultNameMakesValidReference(t *testing.T) {
 func TestDefaultNameInvalidReference(t *testing.T) {
 	parent := t.TempDir()
 	var bad []string
-	for _, dir := range []string{"__pycache__", "foo_", "a..b", "x.-y", "_private"} {
+	for _, dir := range []string{"a..b", "x.-y", "v1._x"} {
 		name := stages.UniqueName(defaultName(filepath.Join(parent, dir)))
 		if _, err := reference.ParseNormalizedNamed(name); err != nil {
 			bad = append(bad, dir+" -> "+name)
