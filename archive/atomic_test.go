@@ -103,9 +103,7 @@ func TestWriteFileAtomicWriteError(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			var tmp string
 			err := archive.WriteFileAtomic(out, func(f *os.File) error {
-				tmp = f.Name()
 				if _, err := f.WriteString("half an archive"); err != nil {
 					return err
 				}
@@ -113,12 +111,6 @@ func TestWriteFileAtomicWriteError(t *testing.T) {
 			})
 			if !errors.Is(err, errWrite) {
 				t.Fatalf("WriteFileAtomic() = %v, want %v", err, errWrite)
-			}
-			if filepath.Dir(tmp) != dir {
-				t.Errorf("temporary file %s is not beside the output in %s", tmp, dir)
-			}
-			if _, err := os.Lstat(tmp); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("temporary file %s: Lstat = %v, want not exist", tmp, err)
 			}
 			var want []string
 			if tt.existing != nil {

@@ -29,6 +29,9 @@ func TestFallback(t *testing.T) {
 		{"ErrNoFallback", pipeline.ErrNoFallback, false, nil, []string{"v2"}, pipeline.ErrNoFallback, ""},
 		{"wrapped ErrNoFallback", fmt.Errorf("Dockerfile line 3: %w", pipeline.ErrNoFallback), false, nil,
 			[]string{"v2"}, pipeline.ErrNoFallback, ""},
+		{"NoFallback", pipeline.NoFallback(errPrimary), false, nil, []string{"v2"}, errPrimary, ""},
+		{"wrapped NoFallback", fmt.Errorf("building: %w", pipeline.NoFallback(errPrimary)), false, nil,
+			[]string{"v2"}, pipeline.ErrNoFallback, ""},
 		{"cancelled", fmt.Errorf("pushing: %w", context.Canceled), true, nil, []string{"v2"}, context.Canceled, ""},
 		{"cancelled with another error", errPrimary, true, nil, []string{"v2"}, errPrimary, ""},
 	}
@@ -64,6 +67,26 @@ func TestFallback(t *testing.T) {
 				t.Errorf("log mentions falling back = %v, want %v; log:\n%s", fellBack, want, log)
 			}
 		})
+	}
+}
+
+func TestNoFallback(t *testing.T) {
+	if err := pipeline.NoFallback(nil); err != nil {
+		t.Errorf("NoFallback(nil) = %v, want nil", err)
+	}
+	base := errors.New("Dockerfile: unknown instruction FORM")
+	err := pipeline.NoFallback(base)
+	if got, want := err.Error(), base.Error(); got != want {
+		t.Errorf("NoFallback(err).Error() = %q, want %q", got, want)
+	}
+	if !errors.Is(err, pipeline.ErrNoFallback) {
+		t.Errorf("errors.Is(NoFallback(err), ErrNoFallback) = false, want true")
+	}
+	if !errors.Is(err, base) {
+		t.Errorf("errors.Is(NoFallback(err), err) = false, want true")
+	}
+	if errors.Is(base, pipeline.ErrNoFallback) {
+		t.Errorf("errors.Is(err, ErrNoFallback) = true for the unmarked error, want false")
 	}
 }
 

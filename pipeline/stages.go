@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/clipbuild/clipbuild/archive"
+	"github.com/clipbuild/clipbuild/registry"
 	"github.com/clipbuild/clipbuild/stages"
 )
 
@@ -29,7 +30,7 @@ func Export(e stages.Exporter) Stage {
 		if err != nil {
 			return err
 		}
-		l, err := e.Export(ctx, j.Image.Name, dir)
+		l, err := e.Export(ctx, j.Image.StoreRef(), dir)
 		if err != nil {
 			return err
 		}
@@ -83,7 +84,11 @@ func V1(e stages.Exporter) Stage {
 // back by digest.
 func Push(p stages.Pusher) Stage {
 	return Step("push", func(ctx context.Context, j *Job) error {
-		pushed, err := p.Push(ctx, j.Image)
+		var pushed stages.Pushed
+		err := registry.Retry(ctx, registry.DefaultBackoff, j.Log.Warnf, "pushing", func() (err error) {
+			pushed, err = p.Push(ctx, j.Image)
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -98,7 +103,11 @@ func Push(p stages.Pusher) Stage {
 func Index(x stages.Indexer) Stage {
 	return Step("index", func(ctx context.Context, j *Job) error {
 		j.Log.Infof("Creating index-only archive of %s", j.Ref)
-		out, err := x.Index(ctx, stages.IndexRequest{Ref: j.Ref, Image: j.Result.Image, Output: j.Output, Tag: j.Tag})
+		var out stages.Indexed
+		err := registry.Retry(ctx, registry.DefaultBackoff, j.Log.Warnf, "indexing", func() (err error) {
+			out, err = x.Index(ctx, stages.IndexRequest{Ref: j.Ref, Image: j.Result.Image, Output: j.Output, Tag: j.Tag})
+			return err
+		})
 		if errors.Is(err, stages.ErrPlatformMismatch) {
 			return NoFallback(err) // a local copy would be the same image
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"go.podman.io/storage"
 )
 
 // ErrBuildahMissing is returned when buildah is not installed.
@@ -90,12 +92,17 @@ func (b *Buildah) run(ctx context.Context, stream bool, args ...string) (string,
 	// container and mounts; only then is it killed.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 20 * time.Second
+	// If clipbuild itself dies (SIGKILL included), buildah is told to stop
+	// rather than finish a build nobody will archive.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	var stdout bytes.Buffer
 	tail := &tailWriter{}
-	cmd.Stderr = io.MultiWriter(b.stderr, tail)
+	user := &unusedArgFilter{w: b.stderr}
+	defer user.Flush()
+	cmd.Stderr = io.MultiWriter(user, tail)
 	cmd.Stdout = &stdout
 	if stream {
-		cmd.Stdout = io.MultiWriter(b.stderr, &stdout)
+		cmd.Stdout = io.MultiWriter(user, &stdout)
 	}
 	b.log.Debugf("running buildah %s", strings.Join(args, " "))
 	err := cmd.Run()
@@ -131,11 +138,103 @@ type Image struct {
 	ID   string
 }
 
+// StoreRef names the image in containers-storage by ID when it is known: a
+// concurrent build may move the tag to another image meanwhile.
+func (i Image) StoreRef() string {
+	if len(i.ID) == 64 {
+		return "@" + i.ID
+	}
+	return i.Name
+}
+
 // UniqueName returns a fresh local image name built from base.
 func UniqueName(base string) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return fmt.Sprintf("localhost/%s-%s:latest", base, hex.EncodeToString(b[:]))
+	return fmt.Sprintf("localhost/%s-%s:latest", base, randomHex(4))
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// buildIDArg is a build argument clipbuild gives every build so that the
+// build's working containers can be told from anyone else's: buildah keeps
+// build arguments in each working container's metadata. No Dockerfile
+// declares it, so it reaches neither the image nor its history.
+const buildIDArg = "CLIPBUILD_BUILD_ID"
+
+// removeWorkingContainers removes the working containers of the build
+// with the given ID.
+func (b *Buildah) removeWorkingContainers(ctx context.Context, buildID string) error {
+	opts, err := storage.DefaultStoreOptions()
+	if err != nil {
+		return err
+	}
+	store, err := storage.GetStore(opts)
+	if err != nil {
+		return err
+	}
+	containers, err := store.Containers()
+	var ours []string
+	if err == nil {
+		for _, c := range containers {
+			raw, err := store.FromContainerDirectory(c.ID, "buildah.json")
+			if err != nil {
+				continue // not a buildah container
+			}
+			var meta struct{ Args map[string]string }
+			if json.Unmarshal(raw, &meta) == nil && meta.Args[buildIDArg] == buildID {
+				ours = append(ours, c.ID)
+			}
+		}
+	}
+	_, _ = store.Shutdown(false)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ours {
+		b.log.Debugf("removing working container %s of the failed build", id[:12])
+		if _, err := b.run(ctx, false, "rm", id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unusedArgFilter drops buildah's warning that our build ID argument was
+// not consumed (it never is) from the stream the user sees.
+type unusedArgFilter struct {
+	w       io.Writer
+	partial []byte
+}
+
+var unusedArgWarning = []byte("[Warning] one or more build args were not consumed: [" + buildIDArg + "]")
+
+func (f *unusedArgFilter) Write(p []byte) (int, error) {
+	f.partial = append(f.partial, p...)
+	for {
+		i := bytes.IndexByte(f.partial, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		line := f.partial[:i+1]
+		if !bytes.Equal(bytes.TrimSpace(line), unusedArgWarning) {
+			if _, err := f.w.Write(line); err != nil {
+				return len(p), err
+			}
+		}
+		f.partial = f.partial[i+1:]
+	}
+}
+
+// Flush writes what is left of an unterminated last line.
+func (f *unusedArgFilter) Flush() {
+	if len(f.partial) > 0 {
+		_, _ = f.w.Write(f.partial)
+		f.partial = nil
+	}
 }
 
 // Dockerfile resolves the Dockerfile path the way buildah does and checks
@@ -162,8 +261,7 @@ func (o BudOptions) Dockerfile() (string, error) {
 
 // BudArgs is the buildah command line for o, writing the image ID to iidfile.
 func BudArgs(o BudOptions, dockerfile, iidfile string) []string {
-	// --force-rm: a failed build must not leave its working container.
-	args := []string{"bud", "--force-rm", "--iidfile", iidfile, "-f", dockerfile}
+	args := []string{"bud", "--iidfile", iidfile, "-f", dockerfile}
 	for _, t := range o.Tags {
 		args = append(args, "-t", t)
 	}
@@ -178,6 +276,11 @@ func BudArgs(o BudOptions, dockerfile, iidfile string) []string {
 	}
 	if o.Layers != nil {
 		args = append(args, fmt.Sprintf("--layers=%t", *o.Layers))
+		if *o.Layers {
+			// A failed build must not leave its working container; buildah
+			// removes it by itself without --layers, and refuses the flag.
+			args = append(args, "--force-rm")
+		}
 	}
 	if o.Isolation != "" {
 		args = append(args, "--isolation", o.Isolation)
@@ -206,7 +309,17 @@ func (b *Buildah) Bud(ctx context.Context, o BudOptions) (Image, error) {
 	}
 	iid.Close()
 	defer os.Remove(iid.Name())
-	if _, err := b.run(ctx, true, BudArgs(o, dockerfile, iid.Name())...); err != nil {
+	buildID := randomHex(8)
+	args := BudArgs(o, dockerfile, iid.Name())
+	args = append(args[:len(args)-1], "--build-arg", buildIDArg+"="+buildID, args[len(args)-1])
+	if _, err := b.run(ctx, true, args...); err != nil {
+		// buildah leaves its working containers behind when it is stopped
+		// in some phases; ours carry the build ID, so only ours go.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if rerr := b.removeWorkingContainers(cctx, buildID); rerr != nil {
+			b.log.Warnf("removing working containers of the failed build: %v", rerr)
+		}
 		return Image{}, err
 	}
 	id, err := os.ReadFile(iid.Name())
@@ -238,9 +351,7 @@ func (b *Buildah) RemoveImage(ctx context.Context, name string) error {
 // MountImage creates a working container from image and mounts its rootfs.
 // release unmounts and removes the container.
 func (b *Buildah) MountImage(ctx context.Context, image string) (dir string, release func(context.Context) error, err error) {
-	var rb [4]byte
-	_, _ = rand.Read(rb[:])
-	name := "clipbuild-verify-" + hex.EncodeToString(rb[:])
+	name := "clipbuild-verify-" + randomHex(4)
 	if _, err := b.run(ctx, false, "from", "--pull-never", "--name", name, image); err != nil {
 		return "", nil, fmt.Errorf("creating container from %s: %w", image, err)
 	}

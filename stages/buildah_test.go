@@ -32,7 +32,8 @@ func TestBudArgs(t *testing.T) {
 		{"target", BudOptions{ContextDir: "/ctx", Target: "builder"}, args("--target", "builder")},
 		{"platform", BudOptions{ContextDir: "/ctx", Platform: "linux/arm64/v8"}, args("--platform", "linux/arm64/v8")},
 		{"layers unset", BudOptions{ContextDir: "/ctx", Layers: nil}, args()},
-		{"layers true", BudOptions{ContextDir: "/ctx", Layers: boolPtr(true)}, args("--layers=true")},
+		// With --layers, buildah keeps a failed build's container unless told.
+		{"layers true", BudOptions{ContextDir: "/ctx", Layers: boolPtr(true)}, args("--layers=true", "--force-rm")},
 		{"layers false", BudOptions{ContextDir: "/ctx", Layers: boolPtr(false)}, args("--layers=false")},
 		{"isolation", BudOptions{ContextDir: "/ctx", Isolation: "chroot"}, args("--isolation", "chroot")},
 		{"secrets", BudOptions{ContextDir: "/ctx", Secrets: []string{"id=a,src=/a", "id=b,src=/b"}},
@@ -48,7 +49,7 @@ func TestBudArgs(t *testing.T) {
 			Isolation:  "oci",
 			Secrets:    []string{"id=s,src=/s"},
 		}, args("-t", "app", "--build-arg", "A=1", "--target", "final", "--platform", "linux/amd64",
-			"--layers=true", "--isolation", "oci", "--secret", "id=s,src=/s")},
+			"--layers=true", "--force-rm", "--isolation", "oci", "--secret", "id=s,src=/s")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -254,5 +255,22 @@ func TestUniqueName(t *testing.T) {
 	}
 	if got := normalizeName(a); got != a {
 		t.Errorf("normalizeName(UniqueName()) = %q, want %q unchanged", got, a)
+	}
+}
+
+func TestImageStoreRef(t *testing.T) {
+	id := strings.Repeat("ab", 32)
+	tests := []struct {
+		img  Image
+		want string
+	}{
+		{Image{Name: "localhost/app:latest", ID: id}, "@" + id},
+		{Image{Name: "localhost/app:latest", ID: id[:12]}, "localhost/app:latest"},
+		{Image{Name: "localhost/app:latest"}, "localhost/app:latest"},
+	}
+	for _, tt := range tests {
+		if got := tt.img.StoreRef(); got != tt.want {
+			t.Errorf("%+v.StoreRef() = %q, want %q", tt.img, got, tt.want)
+		}
 	}
 }

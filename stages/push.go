@@ -94,7 +94,7 @@ func (p Pusher) Push(ctx context.Context, img Image) (Pushed, error) {
 		return Pushed{}, fmt.Errorf("opening containers-storage: %w", err)
 	}
 	defer func() { _, _ = store.Shutdown(false) }()
-	src, err := is.Transport.ParseStoreReference(store, img.Name)
+	src, err := is.Transport.ParseStoreReference(store, img.StoreRef())
 	if err != nil {
 		return Pushed{}, fmt.Errorf("parsing %s: %w", img.Name, err)
 	}

@@ -219,7 +219,7 @@ func TestReadLayout(t *testing.T) {
 func TestReadLayoutErrors(t *testing.T) {
 	tests := []struct {
 		name    string
-		break_  func(t *testing.T, dir string)
+		corrupt func(t *testing.T, dir string)
 		wantMsg string
 	}{
 		{"no index.json", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, "index.json")) }, "index.json is missing"},
@@ -241,7 +241,7 @@ func TestReadLayoutErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			l := writeLayout(t, tarLayer(t, fileEntry("a", "x")))
-			tt.break_(t, l.Dir)
+			tt.corrupt(t, l.Dir)
 			_, err := ReadLayout(l.Dir)
 			if err == nil || !strings.Contains(err.Error(), tt.wantMsg) {
 				t.Errorf("ReadLayout() = %v, want an error containing %q", err, tt.wantMsg)
@@ -425,10 +425,17 @@ func TestUnpackRefusesEscape(t *testing.T) {
 			if !tt.wantErr && err != nil {
 				t.Errorf("Unpack() = %v, want nil", err)
 			}
+			inside := false
 			for _, p := range listTree(t, parent) {
+				if strings.HasPrefix(p, "rootfs/") && filepath.Base(p) == "escape" {
+					inside = true
+				}
 				if p != "rootfs" && !strings.HasPrefix(p, "rootfs/") && p != "sentinel" && p != "sentinel/target" {
 					t.Errorf("%s was written outside the rootfs", filepath.Join(parent, p))
 				}
+			}
+			if !tt.wantErr && !inside {
+				t.Errorf("the file written through the symlink is not in the rootfs: %q", listTree(t, parent))
 			}
 			b, err := os.ReadFile(filepath.Join(sentinel, "target"))
 			if err != nil || string(b) != "outside" {

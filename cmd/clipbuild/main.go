@@ -26,12 +26,18 @@ func main() {
 	root := NewRootCmd(os.Stdout, os.Stderr)
 	root.SetArgs(defaultToBuild(root, os.Args[1:]))
 	err := root.ExecuteContext(ctx)
+	interrupted := ctx.Err() != nil
 	stop()
 	if err == nil {
 		return
 	}
-	fmt.Fprintf(os.Stderr, "Error: %s\n", oneLine(err.Error()))
 	code := 1
+	if interrupted && errors.Is(err, context.Canceled) {
+		// The run stopped because of SIGINT/SIGTERM and has cleaned up.
+		fmt.Fprintln(os.Stderr, "Error: interrupted: stopped and cleaned up")
+		os.Exit(130)
+	}
+	fmt.Fprintf(os.Stderr, "Error: %s\n", oneLine(err.Error()))
 	var ec exitCoder
 	if errors.As(err, &ec) && ec.ExitCode() > 0 {
 		code = ec.ExitCode()
