@@ -2,11 +2,14 @@ package archive
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/gob"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc64"
 	"io"
 	"os"
 	"path"
@@ -20,11 +23,14 @@ import (
 // ErrCorrupt is returned (wrapped) when a file is not a readable clip archive.
 var ErrCorrupt = errors.New("not a valid clip archive")
 
-// trailerMagic ends every archive clipbuild writes; the eight bytes before it
-// hold the length of the JSON trailer that precedes them.
-var trailerMagic = [8]byte{'C', 'L', 'I', 'P', 'B', 'L', 'D', '1'}
+// trailerMagic ends every archive clipbuild writes. The footer before it
+// holds the CRC-64 of the JSON trailer and then the trailer's length:
+// [trailer JSON][crc64 LE][length LE][magic].
+var trailerMagic = [8]byte{'C', 'L', 'I', 'P', 'B', 'L', 'D', '2'}
 
-const trailerFooterLen = 16
+const trailerFooterLen = 24
+
+var crcTable = crc64.MakeTable(crc64.ECMA)
 
 // maxIndexBytes bounds how much index we are willing to decode; a header that
 // claims more is corrupt rather than merely large.
@@ -43,6 +49,9 @@ type Trailer struct {
 	PlainHTTP bool `json:"plainHTTP,omitempty"`
 	// Tool names the program that wrote the archive.
 	Tool string `json:"tool,omitempty"`
+	// MetadataSHA256 is the SHA-256 of the index and storage-info sections
+	// together, so any change to them is caught on open.
+	MetadataSHA256 string `json:"metadataSHA256,omitempty"`
 }
 
 // Archive is an opened, validated clip archive.
@@ -158,6 +167,15 @@ func Open(p string) (*Archive, error) {
 		return nil, err
 	}
 	a.Trailer = trailer
+	if trailer.MetadataSHA256 != "" {
+		got, err := metadataDigest(f, h)
+		if err != nil {
+			return nil, err
+		}
+		if got != trailer.MetadataSHA256 {
+			return nil, corrupt("index checksum mismatch")
+		}
+	}
 	dataEnd := h.IndexPos
 	if trailerStart < h.IndexPos+h.IndexLength {
 		return nil, corrupt("trailer overlaps the index")
@@ -171,6 +189,20 @@ func Open(p string) (*Archive, error) {
 		return nil, err
 	}
 	return a, nil
+}
+
+// metadataDigest hashes the index and storage-info sections.
+func metadataDigest(f io.ReaderAt, h *common.ClipArchiveHeader) (string, error) {
+	sum := sha256.New()
+	if _, err := io.Copy(sum, io.NewSectionReader(f, h.IndexPos, h.IndexLength)); err != nil {
+		return "", corrupt("reading index: %v", err)
+	}
+	if h.StorageInfoLength > 0 {
+		if _, err := io.Copy(sum, io.NewSectionReader(f, h.StorageInfoPos, h.StorageInfoLength)); err != nil {
+			return "", corrupt("reading storage info: %v", err)
+		}
+	}
+	return hex.EncodeToString(sum.Sum(nil)), nil
 }
 
 func checkSection(size int64, name string, pos, length int64) error {
@@ -225,17 +257,23 @@ func readTrailer(f io.ReaderAt, size int64) (Trailer, int64, error) {
 	if _, err := f.ReadAt(foot[:], size-trailerFooterLen); err != nil {
 		return t, 0, corrupt("reading trailer: %v", err)
 	}
-	if !bytes.Equal(foot[8:], trailerMagic[:]) {
+	if !bytes.Equal(foot[16:], trailerMagic[:]) {
 		return t, size, nil
 	}
-	n := int64(binary.LittleEndian.Uint64(foot[:8]))
+	n := int64(binary.LittleEndian.Uint64(foot[8:16]))
+	if n < 0 || n > size {
+		return t, 0, corrupt("trailer length %d out of range", n)
+	}
 	start := size - trailerFooterLen - n
-	if n < 0 || start < common.ClipHeaderLength {
+	if start < common.ClipHeaderLength {
 		return t, 0, corrupt("trailer length %d out of range", n)
 	}
 	buf := make([]byte, n)
 	if _, err := f.ReadAt(buf, start); err != nil {
 		return t, 0, corrupt("reading trailer: %v", err)
+	}
+	if crc64.Checksum(buf, crcTable) != binary.LittleEndian.Uint64(foot[:8]) {
+		return t, 0, corrupt("trailer checksum mismatch")
 	}
 	if err := json.Unmarshal(buf, &t); err != nil {
 		return t, 0, corrupt("decoding trailer: %v", err)

@@ -232,6 +232,7 @@ func finish(out *os.File, dataEnd int64, nodes []*common.ClipNode, oci *common.O
 		return err
 	}
 	end := dataEnd + int64(index.Len())
+	var storageInfo []byte
 	if oci != nil {
 		data, err := oci.Encode()
 		if err != nil {
@@ -246,15 +247,21 @@ func finish(out *os.File, dataEnd int64, nodes []*common.ClipNode, oci *common.O
 		if _, err := out.WriteAt(wrapped.Bytes(), end); err != nil {
 			return err
 		}
+		storageInfo = wrapped.Bytes()
 		end += int64(wrapped.Len())
 	}
+	meta := sha256.New()
+	meta.Write(index.Bytes())
+	meta.Write(storageInfo)
+	t.MetadataSHA256 = hex.EncodeToString(meta.Sum(nil))
 	tb, err := json.Marshal(t)
 	if err != nil {
 		return fmt.Errorf("encoding trailer: %w", err)
 	}
 	var foot [trailerFooterLen]byte
-	binary.LittleEndian.PutUint64(foot[:8], uint64(len(tb)))
-	copy(foot[8:], trailerMagic[:])
+	binary.LittleEndian.PutUint64(foot[:8], crc64.Checksum(tb, crcTable))
+	binary.LittleEndian.PutUint64(foot[8:16], uint64(len(tb)))
+	copy(foot[16:], trailerMagic[:])
 	if _, err := out.WriteAt(append(tb, foot[:]...), end); err != nil {
 		return err
 	}

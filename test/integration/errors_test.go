@@ -120,6 +120,9 @@ func TestArchiveErrors(t *testing.T) {
 		{"random bytes", random},
 		{"empty file", nil},
 		{"truncated to half", data[:len(data)/2]},
+		{"truncated by one byte", data[:len(data)-1]},
+		{"bit-flipped header", flipAt(data, 20)},
+		{"bit-flipped index", flipAt(data, len(data)-200)},
 	} {
 		t.Run(bad.name, func(t *testing.T) {
 			archive := filepath.Join(t.TempDir(), "bad.clip")
@@ -131,6 +134,13 @@ func TestArchiveErrors(t *testing.T) {
 			})
 			t.Run("mount", func(t *testing.T) {
 				mountShouldFail(t, archive)
+			})
+			t.Run("verify", func(t *testing.T) {
+				res := clipbuild(t, "verify", archive, "--rootfs", t.TempDir())
+				assertCleanFailure(t, res)
+				if strings.Contains(res.stderr, "panic:") {
+					t.Errorf("verify panicked\n%v", res)
+				}
 			})
 		})
 	}
@@ -207,4 +217,13 @@ func removeImagesOfArchives(t *testing.T, dir string) {
 		}
 		buildahCleanup(t, "rmi", info.Image)
 	}
+}
+
+// flipAt returns a copy of data with the byte at i inverted.
+func flipAt(data []byte, i int) []byte {
+	out := append([]byte(nil), data...)
+	if i >= 0 && i < len(out) {
+		out[i] ^= 0xff
+	}
+	return out
 }
