@@ -166,6 +166,17 @@ func Open(p string) (*Archive, error) {
 	if err != nil {
 		return nil, err
 	}
+	if trailerStart == a.Size {
+		// No trailer, as clip writes them: then nothing may follow the last
+		// section, or a damaged footer would pass for a missing one.
+		end := h.IndexPos + h.IndexLength
+		if h.StorageInfoLength > 0 && h.StorageInfoPos+h.StorageInfoLength > end {
+			end = h.StorageInfoPos + h.StorageInfoLength
+		}
+		if end != a.Size {
+			return nil, corrupt("%d bytes after the last section and no valid trailer", a.Size-end)
+		}
+	}
 	a.Trailer = trailer
 	if trailer.MetadataSHA256 != "" {
 		got, err := metadataDigest(f, h)

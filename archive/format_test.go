@@ -141,6 +141,7 @@ func TestOpenCorrupt(t *testing.T) {
 		{"index first byte", flipBit(valid, int(indexPos), 6)},
 		{"index last byte", flipBit(valid, int(indexPos+indexLen-1), 0)},
 		{"trailer length", flipBit(valid, len(valid)-16, 2)},
+		{"trailer checksum", flipBit(valid, len(valid)-24, 5)},
 		{"trailer JSON", flipBit(valid, int(indexPos+indexLen), 1)},
 	}
 	for _, tt := range tests {
@@ -178,17 +179,37 @@ func TestOpenHeaderBitFlips(t *testing.T) {
 	}
 }
 
-// TestOpenTruncatedByOneByte cuts the last byte off a valid archive. The
-// trailer's footer is then unrecognisable, so the file is neither a
-// clipbuild archive nor a plain clip one (which ends with its index).
-func TestOpenTruncatedByOneByte(t *testing.T) {
+// TestOpenDamagedTrailerFooter damages the last bytes of a valid archive,
+// where the trailer's footer (and its magic) sits. The file is then neither
+// a clipbuild archive with a trailer nor a plain clip one (which ends with
+// its last section), so it must not open, and in particular the index
+// checksum kept in the trailer must not be bypassed.
+func TestOpenDamagedTrailerFooter(t *testing.T) {
 	valid := smallArchive(t)
-	a, err := openWithDeadline(t, writeTemp(t, valid[:len(valid)-1]))
-	if err == nil {
-		t.Skipf("known bug: Open accepts an archive with its last byte cut off and drops its trailer (Image() = %v); a file with no trailer must end where its last section ends", a.Image())
+	last := len(valid) - 1
+	modeByte := indexOf(t, valid, "\xfe\x81\xa4\x01\x01") + 1
+	tests := []struct {
+		name string
+		data []byte
+	}{
+		{"truncated by one byte", valid[:last]},
+		{"magic bit flipped", flipBit(valid, last, 0)},
+		// The index now says /a.txt is setuid, and its checksum is never read.
+		{"magic and index bits flipped", flipBit(flipBit(valid, last, 0), modeByte, 3)},
 	}
-	if !errors.Is(err, archive.ErrCorrupt) {
-		t.Errorf("Open(truncated by 1) = %v, want an error wrapping ErrCorrupt", err)
+	var accepted []string
+	for _, tt := range tests {
+		_, err := openWithDeadline(t, writeTemp(t, tt.data))
+		if err == nil {
+			accepted = append(accepted, tt.name)
+			continue
+		}
+		if !errors.Is(err, archive.ErrCorrupt) {
+			t.Errorf("Open(%s) = %v, want an error wrapping ErrCorrupt", tt.name, err)
+		}
+	}
+	if len(accepted) > 0 {
+		t.Skipf("known bug: Open accepts an archive whose trailer footer is damaged (%s): an unrecognised footer is taken as no trailer, dropping the image metadata and the index checksum", strings.Join(accepted, ", "))
 	}
 }
 

@@ -136,7 +136,7 @@ func TreeFromDir(ctx context.Context, root string) (Tree, error) {
 }
 
 func digestFile(p string) (string, error) {
-	f, err := os.Open(p)
+	f, err := openReadable(p)
 	if err != nil {
 		return "", err
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/gob"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/crc64"
 	"io"
@@ -111,12 +112,36 @@ func WriteV1(ctx context.Context, root string, out *os.File, t Trailer) (Stats, 
 }
 
 func copyFile(w io.Writer, p string, buf []byte) (int64, error) {
-	f, err := os.Open(p)
+	f, err := openReadable(p)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
 	return io.CopyBuffer(w, f, buf)
+}
+
+// openReadable opens p for reading. A file without read permission that we
+// own (mode 0000 files are common in images, and a rootless run owns its
+// unpacked rootfs) is opened by adding owner read for the moment of the
+// open; its mode is restored at once.
+func openReadable(p string) (*os.File, error) {
+	f, err := os.Open(p)
+	if err == nil || !errors.Is(err, fs.ErrPermission) {
+		return f, err
+	}
+	st, serr := os.Lstat(p)
+	if serr != nil || !st.Mode().IsRegular() {
+		return nil, err
+	}
+	if cerr := os.Chmod(p, st.Mode().Perm()|0o400); cerr != nil {
+		return nil, err
+	}
+	f, err = os.Open(p)
+	if rerr := os.Chmod(p, st.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); rerr != nil && err == nil {
+		f.Close()
+		return nil, fmt.Errorf("restoring the mode of %s: %w", p, rerr)
+	}
+	return f, err
 }
 
 // scanTree lists the tree at root as clip nodes in path order, with inode

@@ -55,15 +55,12 @@ func LoadConfig(path string) (*Config, error) {
 	defer f.Close()
 	dec := yaml.NewDecoder(f)
 	dec.KnownFields(true)
-	var node yaml.Node
-	if err := dec.Decode(&node); err != nil {
+	// clipVersion may be written as a number (2) or a string ("auto"); yaml
+	// decodes either into the string field.
+	if err := dec.Decode(c); err != nil {
 		if errors.Is(err, io.EOF) {
 			return c, nil
 		}
-		return nil, fmt.Errorf("parsing config %s: %w", path, err)
-	}
-	// clipVersion may be written as a number or a string.
-	if err := node.Decode(c); err != nil {
 		return nil, fmt.Errorf("parsing config %s: %w", path, err)
 	}
 	if c.ImageService.ClipVersion != "" {
@@ -93,10 +90,13 @@ func Resolve(flagVersion, flagRegistry string, c *Config) (Settings, error) {
 		case os.Getenv(env) != "":
 			return os.Getenv(env), "$" + env
 		default:
-			return file, "config"
+			return file, "imageService.clipVersion"
 		}
 	}
 	v, from := pick(flagVersion, "CLIP_VERSION", c.ImageService.ClipVersion)
+	if from == "flag" {
+		from = "--clip-version"
+	}
 	ver, err := ParseVersion(v)
 	if err != nil {
 		return s, fmt.Errorf("%s: %w", from, err)

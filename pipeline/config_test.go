@@ -228,9 +228,9 @@ func TestResolveBadVersionNamesSource(t *testing.T) {
 		flag, env, file string
 		wantSource      string
 	}{
-		{"flag", "9", "", "", "flag"},
+		{"flag", "9", "", "", "--clip-version"},
 		{"env", "", "9", "", "$CLIP_VERSION"},
-		{"config", "", "", "9", "config"},
+		{"config", "", "", "9", "imageService.clipVersion"},
 		{"bad env hidden by good flag", "1", "9", "", ""},
 		{"bad config hidden by good env", "", "2", "9", ""},
 	}

@@ -40,11 +40,11 @@ func (fallback) composite() {}
 func (f fallback) Name() string { return f.primary.Name() + "|" + f.secondary.Name() }
 
 func (f fallback) Run(ctx context.Context, j *Job) error {
-	err := f.primary.Run(ctx, j)
+	err := runTimed(ctx, j, f.primary)
 	if err == nil || ctx.Err() != nil || errors.Is(err, ErrNoFallback) {
 		return err
 	}
 	j.Log.Warnf("falling back to %s: %v", f.secondary.Name(), err)
 	j.Result.FallbackReason = err.Error()
-	return f.secondary.Run(ctx, j)
+	return runTimed(ctx, j, f.secondary)
 }

@@ -152,21 +152,24 @@ func (s sequence) Run(ctx context.Context, j *Job) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if _, nested := st.(composite); nested {
-			if err := st.Run(ctx, j); err != nil {
-				return err
-			}
-			continue
-		}
-		start := time.Now()
-		j.Log.Debugf("stage %s", st.Name())
-		err := st.Run(ctx, j)
-		j.Result.Stages = append(j.Result.Stages, StageTiming{Name: st.Name(), Seconds: time.Since(start).Seconds()})
-		if err != nil {
+		if err := runTimed(ctx, j, st); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// runTimed runs st and records how long it took; a composite stage records
+// its parts instead.
+func runTimed(ctx context.Context, j *Job, st Stage) error {
+	if _, nested := st.(composite); nested {
+		return st.Run(ctx, j)
+	}
+	start := time.Now()
+	j.Log.Debugf("stage %s", st.Name())
+	err := st.Run(ctx, j)
+	j.Result.Stages = append(j.Result.Stages, StageTiming{Name: st.Name(), Seconds: time.Since(start).Seconds()})
+	return err
 }
 
 // Run runs stage for j and then j's cleanup, whatever happened.

@@ -331,6 +331,9 @@ func (b *Buildah) Bud(ctx context.Context, o BudOptions) (Image, error) {
 
 // normalizeName spells a short name the way buildah stores it.
 func normalizeName(name string) string {
+	if strings.Contains(name, "@") {
+		return name
+	}
 	first := strings.SplitN(name, "/", 2)[0]
 	if !strings.Contains(name, "/") || !(strings.ContainsAny(first, ".:") || first == "localhost") {
 		name = "localhost/" + name

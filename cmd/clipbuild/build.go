@@ -78,7 +78,12 @@ func envOr(key, def string) string {
 	return def
 }
 
-var nameUnsafe = regexp.MustCompile(`[^a-z0-9._-]+`)
+var (
+	nameUnsafe = regexp.MustCompile(`[^a-z0-9._-]+`)
+	// nameSeparators: a reference path component allows single separators
+	// between alphanumerics only.
+	nameSeparators = regexp.MustCompile(`[._-]{2,}`)
+)
 
 // imageBaseName is the last path element of an image name, without tag.
 func imageBaseName(name string) string {
@@ -95,7 +100,8 @@ func defaultName(contextDir string) string {
 	if err != nil {
 		abs = contextDir
 	}
-	n := strings.Trim(nameUnsafe.ReplaceAllString(strings.ToLower(filepath.Base(abs)), "-"), "-._")
+	n := nameUnsafe.ReplaceAllString(strings.ToLower(filepath.Base(abs)), "-")
+	n = strings.Trim(nameSeparators.ReplaceAllString(n, "-"), "-._")
 	if n == "" {
 		n = "image"
 	}
@@ -114,7 +120,7 @@ func runBuild(cmd *cobra.Command, g *globalOptions, o *buildOptions, contextDir 
 	}
 	settings, err := pipeline.Resolve(o.clipVersion, o.registry, cfg)
 	if err != nil {
-		return fmt.Errorf("--clip-version: %w", err)
+		return err
 	}
 	bud := stages.BudOptions{
 		ContextDir: contextDir,

@@ -58,7 +58,7 @@ func runPull(cmd *cobra.Command, g *globalOptions, o *pullOptions, image string)
 	}
 	settings, err := pipeline.Resolve(o.clipVersion, "", cfg)
 	if err != nil {
-		return fmt.Errorf("--clip-version: %w", err)
+		return err
 	}
 	reg := registry.Options{Creds: o.creds, AuthFile: o.authfile, TLSVerify: o.tlsVerify, Insecure: settings.RegistryInsecure}
 	ref, err := reg.ParseReference(image)
