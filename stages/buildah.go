@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -205,7 +206,9 @@ func (b *Buildah) removeWorkingContainers(ctx context.Context, buildID string) e
 
 // unusedArgFilter drops buildah's warning that our build ID argument was
 // not consumed (it never is) from the stream the user sees.
+// buildah's stdout and stderr both go through it, from two goroutines.
 type unusedArgFilter struct {
+	mu      sync.Mutex
 	w       io.Writer
 	partial []byte
 }
@@ -213,6 +216,8 @@ type unusedArgFilter struct {
 var unusedArgWarning = []byte("[Warning] one or more build args were not consumed: [" + buildIDArg + "]")
 
 func (f *unusedArgFilter) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.partial = append(f.partial, p...)
 	for {
 		i := bytes.IndexByte(f.partial, '\n')
@@ -231,6 +236,8 @@ func (f *unusedArgFilter) Write(p []byte) (int, error) {
 
 // Flush writes what is left of an unterminated last line.
 func (f *unusedArgFilter) Flush() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if len(f.partial) > 0 {
 		_, _ = f.w.Write(f.partial)
 		f.partial = nil

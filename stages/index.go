@@ -1,6 +1,8 @@
 package stages
 
 import (
+	"bufio"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
@@ -228,6 +230,15 @@ func indexLayer(ctx context.Context, ix *archive.Indexer, layer v1.Layer, desc v
 	}
 	defer rc.Close()
 	var stream io.Reader = rc
+	if plain {
+		// A compressed blob labelled uncompressed failed deep in the tar
+		// reader with "unexpected EOF"; name the real problem instead.
+		br := bufio.NewReader(rc)
+		if magic, _ := br.Peek(4); bytes.HasPrefix(magic, []byte{0x1f, 0x8b}) || bytes.Equal(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}) {
+			return fmt.Errorf("layer is compressed (gzip or zstd) but its media type %s says uncompressed", mt)
+		}
+		stream = br
+	}
 	if gz {
 		zr, err := gzip.NewReader(rc)
 		if err != nil {
