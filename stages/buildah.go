@@ -98,12 +98,15 @@ func (b *Buildah) run(ctx context.Context, stream bool, args ...string) (string,
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	var stdout bytes.Buffer
 	tail := &tailWriter{}
-	user := &unusedArgFilter{w: b.stderr}
-	defer user.Flush()
-	cmd.Stderr = io.MultiWriter(user, tail)
+	// One filter per stream, so partial lines of the two never mix.
+	shared := &lockedWriter{w: b.stderr}
+	userErr, userOut := &unusedArgFilter{w: shared}, &unusedArgFilter{w: shared}
+	defer userErr.Flush()
+	defer userOut.Flush()
+	cmd.Stderr = io.MultiWriter(userErr, tail)
 	cmd.Stdout = &stdout
 	if stream {
-		cmd.Stdout = io.MultiWriter(user, &stdout)
+		cmd.Stdout = io.MultiWriter(userOut, &stdout)
 	}
 	b.log.Debugf("running buildah %s", strings.Join(args, " "))
 	err := cmd.Run()
@@ -206,11 +209,22 @@ func (b *Buildah) removeWorkingContainers(ctx context.Context, buildID string) e
 
 // unusedArgFilter drops buildah's warning that our build ID argument was
 // not consumed (it never is) from the stream the user sees.
-// buildah's stdout and stderr both go through it, from two goroutines.
 type unusedArgFilter struct {
 	mu      sync.Mutex
 	w       io.Writer
 	partial []byte
+}
+
+// lockedWriter serialises writes from buildah's two output streams.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 var unusedArgWarning = []byte("[Warning] one or more build args were not consumed: [" + buildIDArg + "]")
