@@ -27,6 +27,16 @@ const (
 // maxSymlinkHops bounds symlink resolution in layer paths, as the kernel does.
 const maxSymlinkHops = 255
 
+// Linux's limits on a path (PATH_MAX, 4096 with its NUL) and on one name in
+// it (NAME_MAX). An unpack fails with ENAMETOOLONG past them, and a mount
+// could not look such a path up, so the indexer refuses them too; without
+// the bound a single 10,000-deep name made 10,000 directory nodes holding
+// 100 MB of path strings.
+const (
+	maxPathLen = 4095
+	maxNameLen = 255
+)
+
 // Indexer builds the tree of an image from its layers' tar streams, applied in
 // order with whiteouts and opaque directories, without writing anything but
 // the index: each regular file records where its bytes sit in its layer's
@@ -41,17 +51,24 @@ type Indexer struct {
 	nextIno uint64
 	layer   int
 	rootSet bool
+	// inodes holds the attributes a hard-link entry gave an inode shared
+	// by several paths; Nodes applies them to every path of the inode.
+	inodes map[uint64]fuse.Attr
 }
 
 type indexNode struct {
 	*common.ClipNode
 	layer int // the layer that last wrote this node
+	// implicit marks a directory made up for an entry whose parents the
+	// layer does not list. An opaque whiteout removes it, as the unpack
+	// does: it only keeps what the layer itself wrote before the marker.
+	implicit bool
 }
 
 // NewIndexer starts an empty tree: a root directory with containers-storage's
 // default mode for a root no layer describes (0555).
 func NewIndexer() *Indexer {
-	ix := &Indexer{nodes: map[string]*indexNode{}, nextIno: 2}
+	ix := &Indexer{nodes: map[string]*indexNode{}, nextIno: 2, inodes: map[uint64]fuse.Attr{}}
 	ix.nodes["/"] = &indexNode{ClipNode: &common.ClipNode{Path: "/", NodeType: common.DirNode,
 		Attr: fuse.Attr{Ino: 1, Mode: syscall.S_IFDIR | RootDirDefaultMode}}}
 	return ix
@@ -93,7 +110,11 @@ func (ix *Indexer) AddLayer(ctx context.Context, digest string, r io.Reader) err
 			return fmt.Errorf("reading layer tar: %w", err)
 		}
 		if err := ix.addEntry(hdr, digest, cr.n); err != nil {
-			return fmt.Errorf("%q: %w", hdr.Name, err)
+			name := hdr.Name
+			if len(name) > 200 { // a hostile name can be megabytes long
+				name = name[:200] + "..."
+			}
+			return fmt.Errorf("%q: %w", name, err)
 		}
 	}
 }
@@ -111,7 +132,23 @@ func cleanName(name string) (string, error) {
 	if rel == "." {
 		return "/", nil
 	}
+	if err := checkLen("/" + rel); err != nil {
+		return "", err
+	}
 	return "/" + rel, nil
+}
+
+// checkLen refuses a path the kernel would refuse (ENAMETOOLONG).
+func checkLen(p string) error {
+	if len(p) > maxPathLen {
+		return fmt.Errorf("path too long: %d bytes, more than the %d a path may have", len(p), maxPathLen)
+	}
+	for _, name := range strings.Split(p, "/") {
+		if len(name) > maxNameLen {
+			return fmt.Errorf("file name too long: %d bytes, more than the %d a name may have", len(name), maxNameLen)
+		}
+	}
+	return nil
 }
 
 func (ix *Indexer) addEntry(hdr *tar.Header, digest string, dataOff int64) error {
@@ -127,20 +164,32 @@ func (ix *Indexer) addEntry(hdr *tar.Header, digest string, dataOff int64) error
 		}
 		p = path.Join(resolved, base)
 		dir = resolved
+		// Through symlinks the resolved path can outgrow the name.
+		if err := checkLen(p); err != nil {
+			return err
+		}
 	}
 	if strings.HasPrefix(base, whiteoutMeta) && base != whiteoutOpaque {
 		return nil // AUFS metadata (.wh..wh.plnk and friends): not part of the tree
 	}
+	// Entries under a top-level AUFS metadata directory (.wh..wh.plnk/1234)
+	// are skipped too, as the unpack skips them (it tests the name as
+	// written, after cleaning); their parent is made above, as it is there.
+	if rel := path.Clean(hdr.Name); strings.HasPrefix(rel, whiteoutMeta) && rel != whiteoutOpaque {
+		return nil
+	}
 	if base == whiteoutOpaque {
-		ix.removeChildren(path.Clean(dir), func(n *indexNode) bool { return n.layer < ix.layer })
+		ix.opaque(path.Clean(dir))
 		return nil
 	}
 	if strings.HasPrefix(base, whiteoutPrefix) {
-		target := path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix))
-		if target == "/" || strings.TrimPrefix(base, whiteoutPrefix) == "" {
-			return errors.New("whiteout of the root")
+		// ".wh.." and ".wh..." would white out the directory holding them
+		// or its parent; the unpack refuses them, and so do we.
+		name := strings.TrimPrefix(base, whiteoutPrefix)
+		if name == "" || name == "." || name == ".." {
+			return fmt.Errorf("invalid whiteout %q", base)
 		}
-		ix.remove(target)
+		ix.remove(path.Join(dir, name))
 		return nil
 	}
 	if p == "/" {
@@ -161,6 +210,7 @@ func (ix *Indexer) addEntry(hdr *tar.Header, digest string, dataOff int64) error
 			old.Attr = ix.attr(hdr, old.Attr.Ino)
 			old.Attr.Mode = syscall.S_IFDIR | uint32(hdr.Mode&07777)
 			old.layer = ix.layer
+			old.implicit = false
 			return nil
 		}
 		node.NodeType = common.DirNode
@@ -178,6 +228,9 @@ func (ix *Indexer) addEntry(hdr *tar.Header, digest string, dataOff int64) error
 		node.Remote = &common.RemoteRef{LayerDigest: digest, UOffset: dataOff, ULength: hdr.Size}
 		node.DataLen = hdr.Size
 	case tar.TypeSymlink:
+		if len(hdr.Linkname) > maxPathLen {
+			return fmt.Errorf("symlink target too long: %d bytes, more than the %d a path may have", len(hdr.Linkname), maxPathLen)
+		}
 		node.NodeType = common.SymLinkNode
 		node.Target = hdr.Linkname
 		node.Attr = ix.attr(hdr, ix.ino())
@@ -193,7 +246,13 @@ func (ix *Indexer) addEntry(hdr *tar.Header, digest string, dataOff int64) error
 		if err != nil {
 			return fmt.Errorf("hard link target: %w", err)
 		}
-		src := ix.nodes[path.Join(rdir, tbase)]
+		tpath := path.Join(rdir, tbase)
+		// The unpack removes what is at p before linking, so a link to p
+		// itself or to something under it finds no target.
+		if tpath == p || strings.HasPrefix(tpath, p+"/") {
+			return fmt.Errorf("hard link to %q, which the link itself replaces", hdr.Linkname)
+		}
+		src := ix.nodes[tpath]
 		if src == nil {
 			return fmt.Errorf("hard link to %q, which is not in the image", hdr.Linkname)
 		}
@@ -206,6 +265,20 @@ func (ix *Indexer) addEntry(hdr *tar.Header, digest string, dataOff int64) error
 			r := *src.Remote
 			c.Remote = &r
 		}
+		// The unpack applies the link entry's owner to the shared inode, and
+		// its mode and times unless the target is a symlink; every path of
+		// the inode shows them (see Nodes).
+		if a, ok := ix.inodes[c.Attr.Ino]; ok {
+			c.Attr = a
+		}
+		if !src.IsSymlink() {
+			a := ix.attr(hdr, c.Attr.Ino)
+			c.Attr.Atime, c.Attr.Atimensec, c.Attr.Mtime, c.Attr.Mtimensec = a.Atime, a.Atimensec, a.Mtime, a.Mtimensec
+			c.Attr.Ctime, c.Attr.Ctimensec = a.Ctime, a.Ctimensec
+			c.Attr.Mode = c.Attr.Mode&syscall.S_IFMT | uint32(hdr.Mode&07777)
+		}
+		c.Attr.Owner = fuse.Owner{Uid: uint32(hdr.Uid), Gid: uint32(hdr.Gid)}
+		ix.inodes[c.Attr.Ino] = c.Attr
 		node = &c
 	case tar.TypeFifo, tar.TypeChar, tar.TypeBlock:
 		node.NodeType = common.FileNode
@@ -271,7 +344,10 @@ func (ix *Indexer) resolveDir(dir string, create bool) (string, error) {
 			if !create {
 				return "", fmt.Errorf("%s does not exist", next)
 			}
-			ix.nodes[next] = &indexNode{layer: ix.layer, ClipNode: &common.ClipNode{Path: next, NodeType: common.DirNode,
+			if err := checkLen(next); err != nil {
+				return "", err
+			}
+			ix.nodes[next] = &indexNode{layer: ix.layer, implicit: true, ClipNode: &common.ClipNode{Path: next, NodeType: common.DirNode,
 				Attr: fuse.Attr{Ino: ix.ino(), Mode: syscall.S_IFDIR | 0o755}}}
 			cur = next
 		case n.IsDir():
@@ -296,25 +372,34 @@ func (ix *Indexer) resolveDir(dir string, create bool) (string, error) {
 // remove deletes p and everything under it.
 func (ix *Indexer) remove(p string) {
 	delete(ix.nodes, p)
-	ix.removeChildren(p, func(*indexNode) bool { return true })
-}
-
-func (ix *Indexer) removeChildren(dir string, match func(*indexNode) bool) {
-	prefix := strings.TrimSuffix(dir, "/") + "/"
-	for q, n := range ix.nodes {
-		if strings.HasPrefix(q, prefix) && match(n) {
+	prefix := p + "/"
+	for q := range ix.nodes {
+		if strings.HasPrefix(q, prefix) {
 			delete(ix.nodes, q)
 		}
 	}
-	// A child kept (written by this layer) keeps its parents too.
-	for q := range ix.nodes {
-		if strings.HasPrefix(q, prefix) {
-			for d := path.Dir(q); d != dir && d != "/"; d = path.Dir(d) {
-				if _, ok := ix.nodes[d]; !ok {
-					ix.nodes[d] = &indexNode{layer: ix.layer, ClipNode: &common.ClipNode{Path: d, NodeType: common.DirNode,
-						Attr: fuse.Attr{Ino: ix.ino(), Mode: syscall.S_IFDIR | 0o755}}}
-				}
+}
+
+// opaque applies an opaque whiteout of dir the way the unpack does: walking
+// dir's tree, it removes (with all beneath) each path that this layer did
+// not itself write before the marker, so an entry survives only if it and
+// every directory between it and dir were written by this layer. dir itself
+// stays; for dir "/" the old code matched the root as its own child and
+// removed it, which left an archive without a root.
+func (ix *Indexer) opaque(dir string) {
+	prefix := strings.TrimSuffix(dir, "/") + "/"
+	kept := func(q string) bool {
+		for d := q; d != dir; d = path.Dir(d) {
+			n := ix.nodes[d]
+			if n == nil || n.layer < ix.layer || n.implicit {
+				return false
 			}
+		}
+		return true
+	}
+	for q := range ix.nodes {
+		if q != dir && strings.HasPrefix(q, prefix) && !kept(q) {
+			delete(ix.nodes, q)
 		}
 	}
 }
@@ -337,6 +422,9 @@ func (ix *Indexer) Nodes() []*common.ClipNode {
 		}
 	}
 	for _, n := range nodes {
+		if a, ok := ix.inodes[n.Attr.Ino]; ok && !n.IsDir() {
+			n.Attr = a
+		}
 		switch {
 		case n.IsDir():
 			n.Attr.Nlink = 2 + subdirs[n.Path]

@@ -80,12 +80,11 @@ func linkGroups(t Tree, ids map[string]uint64) {
 	}
 }
 
-// TreeFromDir describes the tree rooted at root, reading every regular file.
-func TreeFromDir(ctx context.Context, root string) (Tree, error) {
-	t := Tree{}
-	ids := map[string]uint64{}
-	inodes := map[inodeKey]uint64{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+// walkTree calls fn for every entry under root, in lexical order, with its
+// clean absolute name inside the tree ("/", "/etc"), its host path and its
+// lstat.
+func walkTree(ctx context.Context, root string, fn func(name, p string, s *syscall.Stat_t) error) error {
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -100,7 +99,16 @@ func TreeFromDir(ctx context.Context, root string) (Tree, error) {
 		if err != nil {
 			return err
 		}
-		name := path.Clean("/" + filepath.ToSlash(rel))
+		return fn(path.Clean("/"+filepath.ToSlash(rel)), p, &s)
+	})
+}
+
+// TreeFromDir describes the tree rooted at root, reading every regular file.
+func TreeFromDir(ctx context.Context, root string) (Tree, error) {
+	t := Tree{}
+	ids := map[string]uint64{}
+	inodes := map[inodeKey]uint64{}
+	err := walkTree(ctx, root, func(name, p string, s *syscall.Stat_t) (err error) {
 		e := Entry{Type: typeName(s.Mode), Perm: s.Mode & 07777, UID: s.Uid, GID: s.Gid}
 		switch e.Type {
 		case "dir":

@@ -16,7 +16,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
 	"sort"
 	"syscall"
 
@@ -154,23 +153,8 @@ func scanTree(ctx context.Context, root string) ([]*common.ClipNode, map[string]
 	links := map[uint64]uint32{}
 	subdirs := map[string]uint32{}
 	next := uint64(1)
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		var s syscall.Stat_t
-		if err := syscall.Lstat(p, &s); err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(root, p)
-		if err != nil {
-			return err
-		}
-		name := path.Clean("/" + filepath.ToSlash(rel))
-		n := &common.ClipNode{Path: name, Attr: attrFromStat(&s)}
+	err := walkTree(ctx, root, func(name, p string, s *syscall.Stat_t) (err error) {
+		n := &common.ClipNode{Path: name, Attr: attrFromStat(s)}
 		switch s.Mode & syscall.S_IFMT {
 		case syscall.S_IFDIR:
 			n.NodeType = common.DirNode

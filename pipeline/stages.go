@@ -25,12 +25,20 @@ func Build(b *stages.Buildah, opts stages.BudOptions) Stage {
 
 // Export copies the built image from containers-storage to an OCI layout.
 func Export(e stages.Exporter) Stage {
-	return Step("export", func(ctx context.Context, j *Job) error {
+	return layoutStep("export", func(ctx context.Context, j *Job, dir string) (*stages.Layout, error) {
+		return e.Export(ctx, j.Image.StoreRef(), dir)
+	})
+}
+
+// layoutStep is a stage that makes the job's OCI layout in a scratch
+// directory with get.
+func layoutStep(name string, get func(ctx context.Context, j *Job, dir string) (*stages.Layout, error)) Stage {
+	return Step(name, func(ctx context.Context, j *Job) error {
 		dir, err := j.ScratchDir("layout")
 		if err != nil {
 			return err
 		}
-		l, err := e.Export(ctx, j.Image.StoreRef(), dir)
+		l, err := get(ctx, j, dir)
 		if err != nil {
 			return err
 		}
@@ -127,19 +135,8 @@ func Index(x stages.Indexer) Stage {
 
 // Fetch copies the registry image j.Ref into a scratch OCI layout.
 func Fetch(f stages.Fetcher) Stage {
-	return Step("fetch", func(ctx context.Context, j *Job) error {
-		dir, err := j.ScratchDir("layout")
-		if err != nil {
-			return err
-		}
-		l, err := f.Fetch(ctx, j.Ref, dir)
-		if err != nil {
-			return err
-		}
-		j.Layout = l
-		j.Result.ManifestDigest = l.ManifestDigest.String()
-		j.Result.ImageBytes = l.LayerBytes()
-		return nil
+	return layoutStep("fetch", func(ctx context.Context, j *Job, dir string) (*stages.Layout, error) {
+		return f.Fetch(ctx, j.Ref, dir)
 	})
 }
 

@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/clipbuild/clipbuild/pipeline"
-	"github.com/clipbuild/clipbuild/registry"
 	"github.com/clipbuild/clipbuild/stages"
 )
 
@@ -29,9 +28,7 @@ type buildOptions struct {
 	secrets     []string
 	clipVersion string
 	registry    string
-	tlsVerify   bool
-	creds       string
-	authfile    string
+	reg         registryFlags
 	config      string
 	json        bool
 }
@@ -63,9 +60,7 @@ func NewBuildCmd(g *globalOptions) *cobra.Command {
 	f.StringArrayVar(&o.secrets, "secret", nil, "build secret id=ID,src=PATH (repeatable)")
 	f.StringVar(&o.clipVersion, "clip-version", "", "archive version: auto, 1 or 2 ($CLIP_VERSION; the default is auto)")
 	f.StringVar(&o.registry, "registry", "", "scratch registry HOST[:PORT][/NAMESPACE] for v2 ($CLIPBUILD_REGISTRY)")
-	f.BoolVar(&o.tlsVerify, "tls-verify", true, "require HTTPS and verify certificates for the registry")
-	f.StringVar(&o.creds, "creds", "", "registry credentials USER[:PASS]")
-	f.StringVar(&o.authfile, "authfile", os.Getenv("REGISTRY_AUTH_FILE"), "registry auth file ($REGISTRY_AUTH_FILE)")
+	o.reg.bind(cmd)
 	f.StringVar(&o.config, "config", "", "config file (YAML)")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON on stdout")
 	return cmd
@@ -153,7 +148,7 @@ func runBuild(cmd *cobra.Command, g *globalOptions, o *buildOptions, contextDir 
 	if err != nil {
 		return err
 	}
-	reg := registry.Options{Creds: o.creds, AuthFile: o.authfile, TLSVerify: o.tlsVerify, Insecure: settings.RegistryInsecure}
+	reg := o.reg.options(settings.RegistryInsecure)
 	v1 := pipeline.V1(stages.Exporter{})
 	v2 := pipeline.BuildV2(stages.Pusher{Registry: settings.Registry, Options: reg}, stages.Indexer{Options: reg, Platform: o.platform})
 	var archiveStage pipeline.Stage

@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/clipbuild/clipbuild/pipeline"
-	"github.com/clipbuild/clipbuild/registry"
 	"github.com/clipbuild/clipbuild/stages"
 )
 
@@ -17,9 +16,7 @@ type pullOptions struct {
 	output      string
 	clipVersion string
 	platform    string
-	creds       string
-	authfile    string
-	tlsVerify   bool
+	reg         registryFlags
 	config      string
 	json        bool
 }
@@ -39,9 +36,7 @@ func NewPullCmd(g *globalOptions) *cobra.Command {
 	f.StringVarP(&o.output, "output", "o", "", "archive path (the default is ./<image name>.clip)")
 	f.StringVar(&o.clipVersion, "clip-version", "", "archive version: auto, 1 or 2 ($CLIP_VERSION; the default is auto)")
 	f.StringVar(&o.platform, "platform", "", "platform OS/ARCH[/VARIANT] to pick (the default is the host's)")
-	f.StringVar(&o.creds, "creds", "", "registry credentials USER[:PASS]")
-	f.StringVar(&o.authfile, "authfile", os.Getenv("REGISTRY_AUTH_FILE"), "registry auth file ($REGISTRY_AUTH_FILE)")
-	f.BoolVar(&o.tlsVerify, "tls-verify", true, "require HTTPS and verify certificates (loopback registries may use HTTP)")
+	o.reg.bind(cmd)
 	f.StringVar(&o.config, "config", "", "config file (YAML)")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON on stdout")
 	return cmd
@@ -60,7 +55,7 @@ func runPull(cmd *cobra.Command, g *globalOptions, o *pullOptions, image string)
 	if err != nil {
 		return err
 	}
-	reg := registry.Options{Creds: o.creds, AuthFile: o.authfile, TLSVerify: o.tlsVerify, Insecure: settings.RegistryInsecure}
+	reg := o.reg.options(settings.RegistryInsecure)
 	ref, err := reg.ParseReference(image)
 	if err != nil {
 		return err

@@ -3,12 +3,14 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
 	"github.com/clipbuild/clipbuild/archive"
+	"github.com/clipbuild/clipbuild/registry"
 )
 
 // globalOptions are the flags every subcommand takes.
@@ -107,4 +109,24 @@ scan:
 		return args
 	}
 	return append([]string{"build"}, args...)
+}
+
+// registryFlags are the registry flags shared by the commands that talk to
+// registries, in buildah's spellings.
+type registryFlags struct {
+	creds     string
+	authfile  string
+	tlsVerify bool
+}
+
+func (r *registryFlags) bind(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&r.creds, "creds", "", "registry credentials USER[:PASS]")
+	cmd.Flags().StringVar(&r.authfile, "authfile", os.Getenv("REGISTRY_AUTH_FILE"), "registry auth file ($REGISTRY_AUTH_FILE)")
+	cmd.Flags().BoolVar(&r.tlsVerify, "tls-verify", true, "require HTTPS and verify certificates (loopback registries may use HTTP)")
+}
+
+// options are the registry options; insecure allows plain HTTP to hosts
+// that are not loopback.
+func (r *registryFlags) options(insecure bool) registry.Options {
+	return registry.Options{Creds: r.creds, AuthFile: r.authfile, TLSVerify: r.tlsVerify, Insecure: insecure}
 }

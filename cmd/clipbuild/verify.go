@@ -36,7 +36,7 @@ func NewVerifyCmd(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("verifying %s: %w", args[0], err)
 			}
-			s, err := archive.OpenStorage(a, archive.WithCacheDir(cacheDir), archive.WithRegistryOptions(reg.options(a)))
+			s, err := archive.OpenStorage(a, archive.WithCacheDir(cacheDir), archive.WithRegistryOptions(reg.options(a.Trailer.PlainHTTP)))
 			if err != nil {
 				return err
 			}
