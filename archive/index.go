@@ -428,9 +428,7 @@ func (ix *Indexer) Nodes() []*common.ClipNode {
 		switch {
 		case n.IsDir():
 			n.Attr.Nlink = 2 + subdirs[n.Path]
-		case n.IsSymlink():
-			n.Attr.Nlink = 1
-		default:
+		default: // files, special files and symlinks, which can be hard-linked too
 			n.Attr.Nlink = links[n.Attr.Ino]
 		}
 	}

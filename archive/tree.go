@@ -27,7 +27,7 @@ type Entry struct {
 	Size   int64  // regular files only
 	Digest string // sha256 of a regular file's contents
 	Target string // symlink target
-	Nlink  uint32 // non-directories only
+	Nlink  uint32 // non-directories only (symlinks too: they can be hard-linked)
 	Rdev   uint64 // device nodes only
 	// Link names the first path (in path order) of this entry's hard-link
 	// group; empty when the file has a single link.
@@ -112,10 +112,6 @@ func TreeFromDir(ctx context.Context, root string) (Tree, error) {
 		e := Entry{Type: typeName(s.Mode), Perm: s.Mode & 07777, UID: s.Uid, GID: s.Gid}
 		switch e.Type {
 		case "dir":
-		case "symlink":
-			if e.Target, err = os.Readlink(p); err != nil {
-				return err
-			}
 		default:
 			e.Nlink = uint32(s.Nlink)
 			key := inodeKey{uint64(s.Dev), s.Ino}
@@ -123,6 +119,11 @@ func TreeFromDir(ctx context.Context, root string) (Tree, error) {
 				inodes[key] = uint64(len(inodes) + 1)
 			}
 			ids[name] = inodes[key]
+			if e.Type == "symlink" {
+				if e.Target, err = os.Readlink(p); err != nil {
+					return err
+				}
+			}
 			if e.Type == "char" || e.Type == "block" {
 				e.Rdev = uint64(s.Rdev)
 			}
@@ -174,11 +175,12 @@ func TreeFromArchive(ctx context.Context, a *Archive, s Storage) (Tree, error) {
 		switch n.NodeType {
 		case common.DirNode:
 			e.Type = "dir"
-		case common.SymLinkNode:
-			e.Type, e.Target = "symlink", n.Target
 		default:
 			e.Nlink = n.Attr.Nlink
 			ids[n.Path] = n.Attr.Ino
+			if n.NodeType == common.SymLinkNode {
+				e.Type, e.Target = "symlink", n.Target
+			}
 			if e.Type == "char" || e.Type == "block" {
 				e.Rdev = uint64(n.Attr.Rdev)
 			}

@@ -153,6 +153,16 @@ func scanTree(ctx context.Context, root string) ([]*common.ClipNode, map[string]
 	links := map[uint64]uint32{}
 	subdirs := map[string]uint32{}
 	next := uint64(1)
+	inodeOf := func(s *syscall.Stat_t) uint64 {
+		key := inodeKey{uint64(s.Dev), s.Ino}
+		ino, ok := inodes[key]
+		if !ok {
+			ino = next
+			next++
+			inodes[key] = ino
+		}
+		return ino
+	}
 	err := walkTree(ctx, root, func(name, p string, s *syscall.Stat_t) (err error) {
 		n := &common.ClipNode{Path: name, Attr: attrFromStat(s)}
 		switch s.Mode & syscall.S_IFMT {
@@ -164,23 +174,17 @@ func scanTree(ctx context.Context, root string) ([]*common.ClipNode, map[string]
 				subdirs[path.Dir(name)]++
 			}
 		case syscall.S_IFLNK:
+			// Symlinks can be hard-linked too; they share inodes like files.
 			n.NodeType = common.SymLinkNode
 			if n.Target, err = os.Readlink(p); err != nil {
 				return err
 			}
-			n.Attr.Ino = next
-			next++
+			n.Attr.Ino = inodeOf(s)
+			links[n.Attr.Ino]++
 		default:
 			n.NodeType = common.FileNode
-			key := inodeKey{uint64(s.Dev), s.Ino}
-			ino, ok := inodes[key]
-			if !ok {
-				ino = next
-				next++
-				inodes[key] = ino
-			}
-			n.Attr.Ino = ino
-			links[ino]++
+			n.Attr.Ino = inodeOf(s)
+			links[n.Attr.Ino]++
 			if s.Mode&syscall.S_IFMT == syscall.S_IFREG {
 				sources[name] = p
 			} else {
@@ -196,10 +200,8 @@ func scanTree(ctx context.Context, root string) ([]*common.ClipNode, map[string]
 	for _, n := range nodes {
 		if n.IsDir() {
 			n.Attr.Nlink = 2 + subdirs[n.Path]
-		} else if n.NodeType == common.FileNode {
-			n.Attr.Nlink = links[n.Attr.Ino]
 		} else {
-			n.Attr.Nlink = 1
+			n.Attr.Nlink = links[n.Attr.Ino]
 		}
 	}
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Path < nodes[j].Path })
