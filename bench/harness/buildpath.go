@@ -1,0 +1,169 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Command templates of the build path (see suite.argv).
+const (
+	cmdBud = "buildah bud --layers --isolation chroot -t $IMAGE $WORK/context"
+	cmdV1  = "$CLIPBUILD build --layers --isolation chroot -t $IMAGE --clip-version 1 -o $WORK/v1.clip --json $WORK/context"
+	cmdV2  = "$CLIPBUILD build --layers --isolation chroot -t $IMAGE --clip-version 2 --registry $PROXY/bench -o $WORK/v2.clip --json $WORK/context"
+	// buildah push with what clipbuild's push uses: an OCI manifest and
+	// gzip layers.
+	cmdPushRegistry = "buildah push --tls-verify=false --format oci $IMAGE docker://$PROXY/$REPO:latest"
+	cmdPushOCI      = "buildah push --format oci $IMAGE oci:$WORK/oci-layout:latest"
+)
+
+// bud builds the image once; every later build hits buildah's layer cache.
+func (s *suite) bud(ctx context.Context) error {
+	s.defer_(func() {
+		// The storage is the run's own; removing it (see privateStorage)
+		// removes the cached layers too.
+		if _, err := s.r.plain(context.Background(), "buildah", "rmi", "-f", s.image); err != nil {
+			s.logf("removing %s: %v", s.image, err)
+		}
+	})
+	smp := newSamples("buildah-bud", display(cmdBud))
+	m, err := s.r.timed(ctx, s.argv(cmdBud, ""), nil)
+	if err != nil {
+		return err
+	}
+	smp.process(m)
+	smp.time(m.Wall)
+	s.logf("   buildah bud: %.1fs", m.Wall.Seconds())
+	s.im.Rows = append(s.im.Rows, smp.row())
+	return nil
+}
+
+// buildPath measures `clipbuild build` for v1 and v2 after bud, and
+// buildah push to the registry and to an OCI layout.
+func (s *suite) buildPath(ctx context.Context) error {
+	for _, step := range []func(context.Context) error{s.buildV1, s.buildV2, s.pushRegistry, s.pushOCI} {
+		if err := step(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buildV1: the time is the sum of export, unpack and archive.
+func (s *suite) buildV1(ctx context.Context) error {
+	smp := newSamples("v1-build-after-bud", display(cmdV1))
+	for i := 0; i < s.o.Runs; i++ {
+		m, err := s.r.timed(ctx, s.argv(cmdV1, ""), nil)
+		if err != nil {
+			return err
+		}
+		r, err := parseResult(m.Stdout, 1)
+		if err != nil {
+			return err
+		}
+		smp.process(m)
+		addStages(smp, r)
+		smp.archive = append(smp.archive, r.ArchiveBytes)
+		// v1 exports the layers uncompressed: their size is the image's.
+		s.im.ImageBytes = r.ImageBytes
+		_ = os.Remove(filepath.Join(s.work, "v1.clip"))
+		s.logf("   v1 build %d: %.1fs after bud", i+1, smp.seconds[i])
+	}
+	s.im.Rows = append(s.im.Rows, smp.row())
+	return nil
+}
+
+// buildV2: the time is the sum of push and index, into a new registry
+// each run (a registry that has the blobs would skip the upload).
+func (s *suite) buildV2(ctx context.Context) error {
+	smp := newSamples("v2-build-after-bud", display(cmdV2))
+	for i := 0; i < s.o.Runs; i++ {
+		err := s.withRegistry(fmt.Sprintf("registry-v2-%d", i), func(reg *registry) error {
+			m, err := s.r.timed(ctx, s.argv(cmdV2, reg.Proxy.Addr), nil)
+			if err != nil {
+				return err
+			}
+			c := reg.Proxy.Reset()
+			r, err := parseResult(m.Stdout, 2)
+			if err != nil {
+				return err
+			}
+			smp.process(m)
+			addStages(smp, r)
+			smp.archive = append(smp.archive, r.ArchiveBytes)
+			smp.sent = append(smp.sent, c.Sent)
+			smp.fetched = append(smp.fetched, c.Fetched)
+			_ = os.Remove(filepath.Join(s.work, "v2.clip"))
+			s.logf("   v2 build %d: %.1fs after bud, %d bytes sent, %d fetched", i+1, smp.seconds[i], c.Sent, c.Fetched)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	s.im.Rows = append(s.im.Rows, smp.row())
+	return nil
+}
+
+// pushRegistry is the baseline for v2's push: the same image to the same
+// kind of registry, through the same proxy.
+func (s *suite) pushRegistry(ctx context.Context) error {
+	smp := newSamples("buildah-push-registry", display(cmdPushRegistry))
+	for i := 0; i < s.o.Runs; i++ {
+		err := s.withRegistry(fmt.Sprintf("registry-push-%d", i), func(reg *registry) error {
+			m, err := s.r.timed(ctx, s.argv(cmdPushRegistry, reg.Proxy.Addr), nil)
+			if err != nil {
+				return err
+			}
+			c := reg.Proxy.Reset()
+			smp.process(m)
+			smp.time(m.Wall)
+			smp.sent = append(smp.sent, c.Sent)
+			smp.fetched = append(smp.fetched, c.Fetched)
+			s.logf("   buildah push (registry) %d: %.1fs, %d bytes sent", i+1, m.Wall.Seconds(), c.Sent)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	s.im.Rows = append(s.im.Rows, smp.row())
+	return nil
+}
+
+// pushOCI is buildah push to a new OCI layout each run.
+func (s *suite) pushOCI(ctx context.Context) error {
+	smp := newSamples("buildah-push-oci", display(cmdPushOCI))
+	dir := filepath.Join(s.work, "oci-layout")
+	for i := 0; i < s.o.Runs; i++ {
+		_ = os.RemoveAll(dir)
+		m, err := s.r.timed(ctx, s.argv(cmdPushOCI, ""), nil)
+		if err != nil {
+			return err
+		}
+		smp.process(m)
+		smp.time(m.Wall)
+		smp.out = append(smp.out, dirBytes(dir))
+		s.logf("   buildah push (oci) %d: %.1fs", i+1, m.Wall.Seconds())
+	}
+	_ = os.RemoveAll(dir)
+	s.im.Rows = append(s.im.Rows, smp.row())
+	return nil
+}
+
+// withRegistry runs fn against a new registry (and proxy) under the work
+// directory, then stops it and removes its storage.
+func (s *suite) withRegistry(name string, fn func(*registry) error) error {
+	root := filepath.Join(s.work, name)
+	reg, err := startRegistry(s.o.Clipbuild, root)
+	if err != nil {
+		return err
+	}
+	// Requests made while starting are not part of any measurement.
+	reg.Proxy.Reset()
+	err = fn(reg)
+	reg.stop()
+	_ = os.RemoveAll(root)
+	return err
+}

@@ -1,0 +1,87 @@
+package harness
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestStatOf(t *testing.T) {
+	if got := *statOf([]float64{3, 1, 2}); got != (Stat{Min: 1, Median: 2, Max: 3}) {
+		t.Fatalf("odd: %+v", got)
+	}
+	if got := *statOf([]float64{4, 1, 2, 3}); got != (Stat{Min: 1, Median: 2.5, Max: 4}) {
+		t.Fatalf("even: %+v", got)
+	}
+	if statOf(nil) != nil {
+		t.Fatal("empty samples gave a stat")
+	}
+}
+
+func TestSamplesRowOmitsWhatDoesNotApply(t *testing.T) {
+	s := newSamples("gzip-dc", "gzip -dc $BLOBS")
+	for _, d := range []time.Duration{time.Second, 2 * time.Second, 3 * time.Second} {
+		s.process(Measured{Wall: d, PeakRSS: int64(d / time.Millisecond)})
+		s.time(d)
+	}
+	r := s.row()
+	if r.Seconds.Median != 2 || r.WallSeconds != nil || r.BytesFetched != nil || *r.PeakRSSBytes != 3000 {
+		t.Fatalf("row %+v", r)
+	}
+}
+
+func TestAddStagesLeavesOutBuild(t *testing.T) {
+	s := newSamples("v2-build-after-bud", "")
+	r, err := parseResult([]byte(`{"clipVersion":2,"stages":[{"name":"build","seconds":9},{"name":"push","seconds":2},{"name":"index","seconds":1}]}`), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addStages(s, r)
+	if s.seconds[0] != 3 || len(s.stageOrder) != 3 {
+		t.Fatalf("seconds %v, stages %v", s.seconds, s.stageOrder)
+	}
+	if _, err := parseResult([]byte(`{"clipVersion":1,"fallbackReason":"x"}`), 2); err == nil {
+		t.Fatal("a fallback to v1 was accepted as v2")
+	}
+}
+
+func TestArgv(t *testing.T) {
+	s := &suite{o: Options{Clipbuild: "/r/bin/clipbuild"}, work: "/w", image: "localhost/i:latest", repo: "bench/i", blobs: []string{"/b1", "/b2"}}
+	got := strings.Join(s.argv("$CLIPBUILD pull $PROXY/$REPO:latest -o $WORK/x $BLOBS", "127.0.0.1:9"), " ")
+	if want := "/r/bin/clipbuild pull 127.0.0.1:9/bench/i:latest -o /w/x /b1 /b2"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if d := display("$CLIPBUILD mount"); d != "bin/clipbuild mount" {
+		t.Fatalf("display %q", d)
+	}
+}
+
+func TestReport(t *testing.T) {
+	dir := t.TempDir()
+	n := func(v int64) *int64 { return &v }
+	res := &Results{Machine: Machine{CPUs: 2, MemBytes: 1 << 30}, Scale: "small", Date: "2026-01-01T00:00:00Z", Runs: 3,
+		Images: []Image{{Name: "small", ImageBytes: 1000, CompressedBytes: 500, Rows: []Row{
+			{Name: "v2-pull-index", Seconds: &Stat{1, 1, 1}, BytesFetched: n(500), ArchiveBytes: n(10)},
+			{Name: "gzip-dc", Seconds: &Stat{0.5, 0.5, 0.5}},
+			{Name: "soci-ztoc", Skipped: "not available"},
+		}}}}
+	if err := Write(dir, res); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "RESULTS.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## Scale: small", "| v2 index / `gzip -dc` | 2.00× |", "not measured: not available", "Not run: scale medium, large."} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("RESULTS.md lacks %q", want)
+		}
+	}
+	for _, f := range []string{"results.json", "results-small.json"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Error(err)
+		}
+	}
+}

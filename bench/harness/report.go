@@ -1,0 +1,289 @@
+package harness
+
+import (
+	"fmt"
+	"strings"
+)
+
+// rowMeaning says what each row's time covers, for the report.
+var rowMeaning = []struct{ name, what string }{
+	{"v1-build-after-bud", "`clipbuild build --clip-version 1`: sum of its `export`, `unpack` and `archive` stages (from `--json`). The `build` stage (buildah bud, a layer-cache hit after the first bud: it still hashes the context) is shown with the stages but left out of the time."},
+	{"v2-build-after-bud", "`clipbuild build --clip-version 2`: sum of its `push` and `index` stages, into a new empty registry each run. Bytes: sent = uploaded by push, fetched = downloaded by push's checks and by index reading every layer back."},
+	{"buildah-push-registry", "`buildah push` of the same image (OCI manifest, gzip layers, as clipbuild pushes) to a new empty registry each run, whole process."},
+	{"buildah-push-oci", "`buildah push` of the same image to a new `oci:` layout each run (gzip layers), whole process. Out = the layout's bytes."},
+	{"v2-pull-index", "`clipbuild pull --clip-version 2`: its `index` stage (manifest, then every layer streamed from the registry, gunzipped, read as tar, archive written)."},
+	{"v1-pull", "`clipbuild pull --clip-version 1`: sum of `fetch` (registry → OCI layout), `unpack` and `archive`."},
+	{"gzip-dc", "`gzip -dc` of the image's layer blobs (read from the registry's storage directory) to /dev/null, whole process: the floor for any gzip indexer."},
+	{"soci-ztoc", "SOCI zTOC (github.com/awslabs/soci-snapshotter/ztoc, cgo + zlib) built and serialized for every layer blob, 4 MiB spans (soci's default; soci itself skips layers under 10 MiB, here every layer is indexed), whole helper process. Out = serialized zTOC bytes."},
+	{"estargz-convert", "eStargz conversion (github.com/containerd/stargz-snapshotter/estargz `Build`, library defaults: gzip level 9, 4 MiB chunks, one worker per CPU) of every layer blob, output read to the end, whole helper process. Out = eStargz blob bytes."},
+	{"lazy-one-file-cold", "Fresh `clipbuild mount` of the v2 archive with an empty `--cache-dir`; time from open to the end of reading the 6-byte file (time to first byte is the same read). Fetched = blob bytes the registry sent; cache = uncompressed layer bytes written to the cache; layer = compressed size of the layers fetched."},
+	{"lazy-10pct-cold", "As above, reading every tenth regular file in path order (the 1st, 11th, 21st, …) to the end, one after another. Seconds = all of them; TTFB = first byte of the first file (`/bin/busybox`). Which layers that touched shows in the layer column: in path order the few large files sit between picks, so at medium scale it reads busybox and text files only."},
+	{"lazy-all-cold", "As above, reading every regular file."},
+	{"lazy-one-file-warm", "A fresh mount over the cache the cold read just filled, reading the same file."},
+	{"lazy-10pct-warm", "Warm, every tenth file."},
+	{"lazy-all-warm", "Warm, every file."},
+	{"buildah-bud", "The one `buildah bud --layers` per image that the build-path rows come after (one run, not a median)."},
+}
+
+func renderReport(sb *strings.Builder, all []*Results, missing []string) {
+	w := func(format string, args ...any) { fmt.Fprintf(sb, format, args...) }
+	w("# clipbuild benchmark results\n\n")
+	w("Written by `make bench` (the harness is `bench/cmd/clipbench`, a separate Go module). Each section is the latest run of the suite at one `BENCH_SCALE`, on one machine, with its date and exact command. `bench/results-<scale>.json` holds each section's numbers; `bench/results.json` is the latest run of any scale.\n\n")
+	w("Every number below was measured in the run its section names. Times are the median of the runs with min and max; byte counts are the same in every run (the median run's is shown); peak RSS is the largest of the runs (`/usr/bin/time -v`, \"Maximum resident set size\": the command or its largest child, e.g. buildah bud under `clipbuild build`). Nothing was tuned for these runs.\n\n")
+	if len(missing) > 0 {
+		w("Not run: scale %s. No numbers are recorded for it here; `make bench BENCH_SCALE=<scale>` runs it and adds its section.\n\n", strings.Join(missing, ", "))
+	}
+	w("## How it is measured\n\n")
+	w("- The image is generated offline from a fixed seed (`bench/imagegen`): `FROM scratch`, the host's static busybox, large random files, ~2.4 KB text files, a file deleted by a later layer (a whiteout). It is built once with `buildah bud --layers --isolation chroot`; the build-path rows run `clipbuild build --layers` after that, so their `build` stage is a layer-cache hit and is not counted.\n")
+	w("- Registries are clipbuild's embedded registry (`clipbuild registry serve`, filesystem storage) on 127.0.0.1, with a byte-counting reverse proxy (`bench/proxy`, in the harness process) in front; clients are given the proxy's address. Bytes are HTTP body bytes: *sent* = request bodies (uploads), *fetched* = response bodies (manifests, blobs). The proxy's copying shares the 2 CPUs with what is measured, for clipbuild and buildah alike.\n")
+	w("- Push measurements use a new, empty registry per run; pull, peers and mounts read one registry holding the image, pushed once by `buildah push`.\n")
+	w("- Cold mounts: a new cache directory and a new mount per run; warm: a new mount over the cache the cold read left. Files are read by the harness, sequentially, each to the end.\n")
+	w("- Other processes on the host are not stopped; the 1-minute load average before and after each run is recorded.\n\n")
+	w("| row | what its time is |\n|---|---|\n")
+	for _, m := range rowMeaning {
+		w("| `%s` | %s |\n", m.name, m.what)
+	}
+	w("\nCommands use: `$IMAGE` = `localhost/clipbuild-bench-<scale>-<pid>:latest`, `$REPO` = `bench/clipbuild-bench-<scale>-<pid>`, `$PROXY` = the counting proxy's `127.0.0.1:<port>`, `$WORK` = the run's temporary directory, `$BLOBS` = the layer blob files in the registry's storage, in manifest order.\n\n")
+	for _, r := range all {
+		renderScale(sb, r)
+	}
+}
+
+func renderScale(sb *strings.Builder, r *Results) {
+	w := func(format string, args ...any) { fmt.Fprintf(sb, format, args...) }
+	w("## Scale: %s\n\n", r.Scale)
+	w("- Date: %s\n", r.Date)
+	w("- Command: `%s`\n", r.Command)
+	m := r.Machine
+	w("- Machine: %d CPUs (`nproc`%s), %s memory (%d bytes), kernel %s\n", m.CPUs, paren(m.CPUModel), human(m.MemBytes), m.MemBytes, m.Kernel)
+	w("- Load average (1 min): %.2f before, %.2f after\n", m.LoadAvgStart, m.LoadAvgEnd)
+	sw := r.Software
+	w("- Software: clipbuild %s; %s; %s; %s; soci-snapshotter %s; estargz %s\n", sw.Clipbuild, sw.Buildah, sw.Go, sw.Gzip, sw.SOCI, sw.Estargz)
+	w("- Runs per row: %d; the whole suite took %.0f s\n\n", r.Runs, r.WallSeconds)
+	for i := range r.Images {
+		renderImage(sb, &r.Images[i])
+	}
+}
+
+func renderImage(sb *strings.Builder, im *Image) {
+	w := func(format string, args ...any) { fmt.Fprintf(sb, format, args...) }
+	w("### Image `%s`\n\n", im.Name)
+	w("%s uncompressed (%d bytes of layer tar), %s as gzip layers in the registry (%d bytes), %d layers, %d regular files. One-file reads read `%s` (6 bytes).", human(im.ImageBytes), im.ImageBytes, human(im.CompressedBytes), im.CompressedBytes, len(im.Layers), im.Files, im.OneFile)
+	if im.Whiteout != "" {
+		w(" `%s` is added and then deleted by a later layer.", im.Whiteout)
+	}
+	w("\n\n```dockerfile\n%s```\n\n", im.Dockerfile)
+	w("| layer | gzip bytes |\n|---|---|\n")
+	for _, l := range im.Layers {
+		w("| `%s` | %d (%s) |\n", shortDigest(l.Digest), l.Size, human(l.Size))
+	}
+	w("\n#### Ratios\n\n| ratio | value | from (medians) |\n|---|---|---|\n")
+	for _, rt := range ratios(im) {
+		w("| %s | %s | %s |\n", rt.name, rt.value, rt.from)
+	}
+	w("\n#### Measurements\n\n")
+	w("| row | seconds: median (min–max) | other time | fetched | sent | archive / out | cache | peak RSS |\n|---|---|---|---|---|---|---|---|\n")
+	for _, row := range im.Rows {
+		renderRow(sb, im, &row)
+	}
+	renderStages(sb, im)
+	w("\n#### Commands\n\n| row | command |\n|---|---|\n")
+	for _, row := range im.Rows {
+		w("| `%s` | `%s` |\n", row.Name, row.Command)
+	}
+	for _, n := range im.Notes {
+		w("\nNote: %s\n", n)
+	}
+	w("\n")
+}
+
+func renderRow(sb *strings.Builder, im *Image, row *Row) {
+	if row.Skipped != "" {
+		fmt.Fprintf(sb, "| `%s` | not measured: %s | | | | | | |\n", row.Name, row.Skipped)
+		return
+	}
+	other := ""
+	switch {
+	case row.TTFBSeconds != nil:
+		other = "TTFB " + statText(row.TTFBSeconds, 3)
+	case row.WallSeconds != nil:
+		other = "process " + statText(row.WallSeconds, 2)
+	}
+	if row.FilesRead > 0 {
+		other += fmt.Sprintf("; %d file(s) read", row.FilesRead)
+	}
+	out := ""
+	switch {
+	case row.ArchiveBytes != nil:
+		out = bytesText(row.ArchiveBytes) + fmt.Sprintf(" (%s of image)", pct(float64(*row.ArchiveBytes), float64(im.ImageBytes)))
+	case row.OutBytes != nil:
+		out = bytesText(row.OutBytes)
+	}
+	cache := bytesText(row.CacheBytes)
+	if row.LayerBytes != nil && row.CacheBytes != nil {
+		cache += fmt.Sprintf("; layers %s gzip", human(*row.LayerBytes))
+	}
+	fmt.Fprintf(sb, "| `%s` | %s | %s | %s | %s | %s | %s | %s |\n", row.Name, statText(row.Seconds, 3), other,
+		bytesText(row.BytesFetched), bytesText(row.BytesSent), out, cache, bytesText(row.PeakRSSBytes))
+}
+
+func renderStages(sb *strings.Builder, im *Image) {
+	var has bool
+	for _, row := range im.Rows {
+		has = has || len(row.Stages) > 0
+	}
+	if !has {
+		return
+	}
+	fmt.Fprintf(sb, "\n#### clipbuild stages (seconds: median (min–max))\n\n| row | stages |\n|---|---|\n")
+	for _, row := range im.Rows {
+		if len(row.Stages) == 0 {
+			continue
+		}
+		var parts []string
+		for _, st := range row.Stages {
+			label := fmt.Sprintf("`%s`", st.Name)
+			if st.Name == "build" {
+				label += " (bud, layer-cache hit; not in the row's time)"
+			}
+			parts = append(parts, label+" "+statText(&st.Seconds, 3))
+		}
+		fmt.Fprintf(sb, "| `%s` | %s |\n", row.Name, strings.Join(parts, ", "))
+	}
+}
+
+// ratio is one line of the ratios table.
+type ratio struct{ name, value, from string }
+
+// ratios are the comparisons the issue asks for, from medians.
+func ratios(im *Image) []ratio {
+	sec := func(n string) float64 {
+		if r := im.row(n); r != nil && r.Seconds != nil {
+			return r.Seconds.Median
+		}
+		return 0
+	}
+	stage := func(n, st string) float64 {
+		if r := im.row(n); r != nil {
+			for _, s := range r.Stages {
+				if s.Name == st {
+					return s.Seconds.Median
+				}
+			}
+		}
+		return 0
+	}
+	val := func(n string, f func(*Row) *int64) float64 {
+		if r := im.row(n); r != nil && f(r) != nil {
+			return float64(*f(r))
+		}
+		return 0
+	}
+	fetched := func(r *Row) *int64 { return r.BytesFetched }
+	sent := func(r *Row) *int64 { return r.BytesSent }
+	archive := func(r *Row) *int64 { return r.ArchiveBytes }
+	rss := func(r *Row) *int64 { return r.PeakRSSBytes }
+	layerB := func(r *Row) *int64 { return r.LayerBytes }
+	img, gz := float64(im.ImageBytes), float64(im.CompressedBytes)
+	return []ratio{
+		{"v2 / v1, build after bud", times(sec("v2-build-after-bud"), sec("v1-build-after-bud")), "`v2-build-after-bud` / `v1-build-after-bud`"},
+		{"v2 / v1, pull", times(sec("v2-pull-index"), sec("v1-pull")), "`v2-pull-index` / `v1-pull`"},
+		{"v2 build after bud / `buildah push` (registry)", times(sec("v2-build-after-bud"), sec("buildah-push-registry")), "`v2-build-after-bud` / `buildah-push-registry`"},
+		{"v2 `push` stage alone / `buildah push` (registry)", times(stage("v2-build-after-bud", "push"), sec("buildah-push-registry")), "push stage of `v2-build-after-bud` / `buildah-push-registry`"},
+		{"v2 build after bud / `buildah push` (oci layout)", times(sec("v2-build-after-bud"), sec("buildah-push-oci")), "`v2-build-after-bud` / `buildah-push-oci`"},
+		{"v1 build after bud / `buildah push` (oci layout)", times(sec("v1-build-after-bud"), sec("buildah-push-oci")), "`v1-build-after-bud` / `buildah-push-oci`"},
+		{"bytes sent, v2 build / `buildah push`", times(val("v2-build-after-bud", sent), val("buildah-push-registry", sent)), "uploads through the proxy"},
+		{"v2 index / `gzip -dc`", times(sec("v2-pull-index"), sec("gzip-dc")), "`v2-pull-index` / `gzip-dc`"},
+		{"ours (v2 index) / SOCI zTOC", times(sec("v2-pull-index"), sec("soci-ztoc")), "`v2-pull-index` / `soci-ztoc`"},
+		{"ours (v2 index) / eStargz conversion", times(sec("v2-pull-index"), sec("estargz-convert")), "`v2-pull-index` / `estargz-convert`"},
+		{"bytes fetched / layer bytes, one-file read", times(val("lazy-one-file-cold", fetched), val("lazy-one-file-cold", layerB)), "`lazy-one-file-cold`: fetched / gzip size of the layer(s) it fetched"},
+		{"bytes fetched / image bytes (gzip), one-file read", pct(val("lazy-one-file-cold", fetched), gz), "`lazy-one-file-cold` fetched / all gzip layers"},
+		{"bytes fetched / image bytes (gzip), 10% of files", pct(val("lazy-10pct-cold", fetched), gz), "`lazy-10pct-cold`"},
+		{"bytes fetched / image bytes (gzip), every file", pct(val("lazy-all-cold", fetched), gz), "`lazy-all-cold`"},
+		{"bytes fetched, warm one-file read", bytesText(ptrIf(im.row("lazy-one-file-warm"), fetched)), "`lazy-one-file-warm`"},
+		{"one-file read, cold / warm", times(sec("lazy-one-file-cold"), sec("lazy-one-file-warm")), "`lazy-one-file-cold` / `lazy-one-file-warm`"},
+		{"v1 archive / image bytes", pct(val("v1-build-after-bud", archive), img), "archive bytes / uncompressed layer bytes"},
+		{"v2 archive / image bytes", pct(val("v2-build-after-bud", archive), img), "archive bytes / uncompressed layer bytes"},
+		{"v2 archive / gzip layer bytes", pct(val("v2-build-after-bud", archive), gz), "archive bytes / compressed layer bytes"},
+		{"peak RSS, v2 / v1 pull", times(val("v2-pull-index", rss), val("v1-pull", rss)), "`v2-pull-index` / `v1-pull`"},
+	}
+}
+
+func ptrIf(r *Row, f func(*Row) *int64) *int64 {
+	if r == nil {
+		return nil
+	}
+	return f(r)
+}
+
+// times formats a/b as a ratio.
+func times(a, b float64) string {
+	if a == 0 && b == 0 || b == 0 {
+		return "n/a"
+	}
+	q := a / b
+	switch {
+	case q >= 100:
+		return fmt.Sprintf("%.0f×", q)
+	case q >= 10:
+		return fmt.Sprintf("%.1f×", q)
+	case q >= 0.01:
+		return fmt.Sprintf("%.2f×", q)
+	default:
+		return fmt.Sprintf("%.4f×", q)
+	}
+}
+
+// pct formats a/b as a percentage.
+func pct(a, b float64) string {
+	if b == 0 {
+		return "n/a"
+	}
+	p := 100 * a / b
+	if p != 0 && p < 0.1 {
+		return fmt.Sprintf("%.4f%%", p)
+	}
+	return fmt.Sprintf("%.1f%%", p)
+}
+
+func statText(s *Stat, prec int) string {
+	if s == nil {
+		return ""
+	}
+	return fmt.Sprintf("%.*f (%.*f–%.*f)", prec, s.Median, prec, s.Min, prec, s.Max)
+}
+
+func bytesText(v *int64) string {
+	if v == nil {
+		return ""
+	}
+	return human(*v)
+}
+
+// human formats a byte count with binary units.
+func human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, u := float64(n), 0
+	for v >= unit && u < 4 {
+		v /= unit
+		u++
+	}
+	return fmt.Sprintf("%.1f %s", v, []string{"B", "KiB", "MiB", "GiB", "TiB"}[u])
+}
+
+func paren(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "; " + s
+}
+
+func shortDigest(d string) string {
+	if len(d) > 19 {
+		return d[:19]
+	}
+	return d
+}
