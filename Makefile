@@ -41,8 +41,29 @@ unit: ## run the unit tests only
 demo: deps build ## build examples/hello into an archive, mount it and read a file
 	./examples/demo.sh $(BIN)
 
-bench: deps build ## run the benchmarks
-	$(GO) test -run '^$$' -bench . -benchmem ./archive/ ./stages/
+bench: deps bench-deps build ## run the benchmark suite, BENCH_SCALE=small|medium|large (default medium); writes bench/RESULTS.md
+	cd bench && CGO_ENABLED=1 $(GO) build -o out/clipbench ./cmd/clipbench
+	bench/out/clipbench run --scale $(or $(BENCH_SCALE),medium) --clipbuild $(BIN) --dir bench \
+	  --command "make bench BENCH_SCALE=$(or $(BENCH_SCALE),medium)"
+
+.PHONY: bench-deps
+BENCH_APT_PKGS := zlib1g-dev gcc libc6-dev time gzip
+bench-deps: ## install what make bench needs besides make deps (apt-get; idempotent)
+	@missing=""; for p in $(BENCH_APT_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	else echo "bench-deps: all present ($(BENCH_APT_PKGS))"; fi
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s); `make test` runs their seed corpora
+	@set -e; for t in archive:FuzzIndexerAddLayer archive:FuzzOpen pipeline:FuzzLoadConfig registry:FuzzParseReference stages:FuzzIndexerMatchesUnpack; do \
+	  pkg=$${t%%:*}; name=$${t#*:}; \
+	  echo "fuzz: $$name (./$$pkg) for $${FUZZTIME:-30s}"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime=$${FUZZTIME:-30s} -fuzzminimizetime=$${FUZZMINIMIZETIME:-20x} ./$$pkg/; \
+	done
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -138,8 +138,13 @@ func cleanName(name string) (string, error) {
 	return "/" + rel, nil
 }
 
-// checkLen refuses a path the kernel would refuse (ENAMETOOLONG).
+// checkLen refuses a path the kernel would refuse (ENAMETOOLONG). A
+// whiteout's name is its target's with ".wh." in front, so the limits apply
+// to the target: a 255-byte name can be whited out.
 func checkLen(p string) error {
+	if dir, base := path.Split(p); strings.HasPrefix(base, whiteoutPrefix) {
+		p = dir + strings.TrimPrefix(base, whiteoutPrefix)
+	}
 	if len(p) > maxPathLen {
 		return fmt.Errorf("path too long: %d bytes, more than the %d a path may have", len(p), maxPathLen)
 	}
@@ -228,6 +233,10 @@ func (ix *Indexer) addEntry(hdr *tar.Header, digest string, dataOff int64) error
 		node.Remote = &common.RemoteRef{LayerDigest: digest, UOffset: dataOff, ULength: hdr.Size}
 		node.DataLen = hdr.Size
 	case tar.TypeSymlink:
+		// The kernel refuses both (ENOENT, ENAMETOOLONG), so an unpack does.
+		if hdr.Linkname == "" {
+			return errors.New("symlink with an empty target")
+		}
 		if len(hdr.Linkname) > maxPathLen {
 			return fmt.Errorf("symlink target too long: %d bytes, more than the %d a path may have", len(hdr.Linkname), maxPathLen)
 		}
@@ -320,9 +329,15 @@ func (ix *Indexer) attr(hdr *tar.Header, ino uint64) fuse.Attr {
 }
 
 // resolveDir resolves a directory path inside the tree, following symlinks
-// within the root (like securejoin). With create, missing directories are
-// made (mode 0755, owned by root), as an unpack does for entries whose
-// parents a layer does not list; a non-directory in the way is an error.
+// within the root the way securejoin does for the unpack: a component that
+// is missing, or is not a directory, is taken as it is and the rest of the
+// path is resolved lexically from there (so "missing/.." is the directory
+// itself). Only then, with create, are the missing directories of the
+// result made (mode 0755, owned by root), as an unpack does for entries
+// whose parents a layer does not list; without create they are an error, as
+// is a non-directory among the result's parents. Making directories while
+// still resolving (the earlier way) left spurious ones behind for a symlink
+// target such as ".../..".
 func (ix *Indexer) resolveDir(dir string, create bool) (string, error) {
 	cur := "/"
 	parts := strings.Split(strings.Trim(path.Clean("/"+dir), "/"), "/")
@@ -338,21 +353,7 @@ func (ix *Indexer) resolveDir(dir string, create bool) (string, error) {
 			continue
 		}
 		next := path.Join(cur, part)
-		n := ix.nodes[next]
-		switch {
-		case n == nil:
-			if !create {
-				return "", fmt.Errorf("%s does not exist", next)
-			}
-			if err := checkLen(next); err != nil {
-				return "", err
-			}
-			ix.nodes[next] = &indexNode{layer: ix.layer, implicit: true, ClipNode: &common.ClipNode{Path: next, NodeType: common.DirNode,
-				Attr: fuse.Attr{Ino: ix.ino(), Mode: syscall.S_IFDIR | 0o755}}}
-			cur = next
-		case n.IsDir():
-			cur = next
-		case n.IsSymlink():
+		if n := ix.nodes[next]; n != nil && n.IsSymlink() {
 			hops++
 			if hops > maxSymlinkHops {
 				return "", errors.New("too many levels of symbolic links")
@@ -362,9 +363,34 @@ func (ix *Indexer) resolveDir(dir string, create bool) (string, error) {
 				cur = "/"
 			}
 			parts = append(strings.Split(strings.Trim(t, "/"), "/"), parts...)
-		default:
-			return "", fmt.Errorf("%s is not a directory", next)
+			continue
 		}
+		// Missing, a directory or another file: taken as it is.
+		cur = next
+		if len(cur) > 16*maxPathLen { // bounds the work a symlink chain can cause
+			return "", fmt.Errorf("path too long: more than %d bytes while resolving", 16*maxPathLen)
+		}
+	}
+	var missing []string
+	d := cur
+	for ; d != "/"; d = path.Dir(d) {
+		if _, ok := ix.nodes[d]; ok {
+			break
+		}
+		missing = append(missing, d)
+	}
+	if n := ix.nodes[d]; !n.IsDir() {
+		return "", fmt.Errorf("%s is not a directory", d)
+	}
+	if len(missing) > 0 && !create {
+		return "", fmt.Errorf("%s does not exist", missing[len(missing)-1])
+	}
+	if err := checkLen(cur); err != nil {
+		return "", err
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		ix.nodes[missing[i]] = &indexNode{layer: ix.layer, implicit: true, ClipNode: &common.ClipNode{Path: missing[i], NodeType: common.DirNode,
+			Attr: fuse.Attr{Ino: ix.ino(), Mode: syscall.S_IFDIR | 0o755}}}
 	}
 	return cur, nil
 }

@@ -72,6 +72,12 @@ func (o Options) ParseReference(s string) (name.Reference, error) {
 			return nil, fmt.Errorf("parsing image reference %q: %w", s, err)
 		}
 	}
+	// An archive pins the image by digest in its full name; a name too long
+	// for that form (a short Docker Hub name near the length limit grows by
+	// "index.docker.io/library/") is refused here rather than later.
+	if _, err := name.NewDigest(ref.Context().Name() + "@sha256:" + strings.Repeat("0", 64)); err != nil {
+		return nil, fmt.Errorf("parsing image reference %q: the repository name is too long to pin by digest", s)
+	}
 	return ref, nil
 }
 
