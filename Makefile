@@ -15,15 +15,21 @@ CONFORMANCE := bin/conformance
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
-deps: ## install the system packages clipbuild needs (apt-get; idempotent)
-	@missing=""; for p in $(APT_PKGS); do \
+# apt_install installs the Debian packages in $(1) that are missing, with
+# sudo when not root; it does nothing (quickly) when all are present.
+define apt_install
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	else echo "deps: all present ($(APT_PKGS))"; fi
+	else echo "$@: all present ($(1))"; fi
+endef
+
+deps: ## install the system packages clipbuild needs (apt-get; idempotent)
+	$(call apt_install,$(APT_PKGS))
 
 build: ## build bin/clipbuild
 	$(GO) build -o $(BIN) ./cmd/clipbuild
@@ -38,7 +44,7 @@ $(CONFORMANCE):
 unit: ## run the unit tests only
 	$(GO) test -count=1 -short $$($(GO) list ./... | grep -v /test/)
 
-demo: deps build ## build examples/hello into an archive, mount it and read a file
+demo: deps build ## serve the embedded registry, build examples/hello as v2, mount it, read a file
 	./examples/demo.sh $(BIN)
 
 bench: deps bench-deps build ## run the benchmark suite, BENCH_SCALE=small|medium|large (default medium); writes bench/RESULTS.md
@@ -49,14 +55,7 @@ bench: deps bench-deps build ## run the benchmark suite, BENCH_SCALE=small|mediu
 .PHONY: bench-deps
 BENCH_APT_PKGS := zlib1g-dev gcc libc6-dev time gzip
 bench-deps: ## install what make bench needs besides make deps (apt-get; idempotent)
-	@missing=""; for p in $(BENCH_APT_PKGS); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	else echo "bench-deps: all present ($(BENCH_APT_PKGS))"; fi
+	$(call apt_install,$(BENCH_APT_PKGS))
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s); `make test` runs their seed corpora
 	@set -e; for t in archive:FuzzIndexerAddLayer archive:FuzzOpen pipeline:FuzzLoadConfig registry:FuzzParseReference stages:FuzzIndexerMatchesUnpack; do \
