@@ -47,8 +47,22 @@ func (p Pusher) Repository(image string) (string, error) {
 	if reg == "" {
 		return "", fmt.Errorf("no registry configured")
 	}
+	host, _, _ := strings.Cut(reg, "/")
+	if !strings.ContainsAny(host, ".:") && host != "localhost" {
+		// Without a dot or a port the first component would name a Docker
+		// Hub namespace, and a scratch push would go to Docker Hub.
+		return "", fmt.Errorf("registry %q: %q is not a registry host (want HOST[:PORT][/NAMESPACE])", p.Registry, host)
+	}
 	repo := reg + "/" + strings.ToLower(imageBase(image))
 	if _, err := reference.ParseNormalizedNamed(repo); err != nil {
+		return "", fmt.Errorf("registry %q: %w", p.Registry, err)
+	}
+	// Push goes through containers/image, and the archive pins the image
+	// through go-containerregistry: both must take the name.
+	if _, err := docker.ParseReference("//" + repo + ":latest"); err != nil {
+		return "", fmt.Errorf("registry %q: %w", p.Registry, err)
+	}
+	if _, err := p.Options.ParseReference(repo + ":latest"); err != nil {
 		return "", fmt.Errorf("registry %q: %w", p.Registry, err)
 	}
 	return repo, nil
