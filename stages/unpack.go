@@ -56,45 +56,9 @@ func Unpack(ctx context.Context, l *Layout, dir string) error {
 	return nil
 }
 
-// rootEntryWatcher reads a copy of a layer's tar stream and notes whether it
-// has an entry for the root directory itself ("./").
-type rootEntryWatcher struct {
-	pw   *io.PipeWriter
-	done chan bool
-}
-
-func watchRootEntry() *rootEntryWatcher {
-	pr, pw := io.Pipe()
-	w := &rootEntryWatcher{pw: pw, done: make(chan bool, 1)}
-	go func() {
-		seen := false
-		tr := tar.NewReader(pr)
-		for {
-			h, err := tr.Next()
-			if err != nil {
-				break
-			}
-			if n := path.Clean("/" + h.Name); n == "/" {
-				seen = true
-			}
-		}
-		_, _ = io.Copy(io.Discard, pr)
-		w.done <- seen
-	}()
-	return w
-}
-
-func (w *rootEntryWatcher) Write(p []byte) (int, error) { return w.pw.Write(p) }
-
-// seen waits for the copy to be read and reports whether the root was set.
-func (w *rootEntryWatcher) seen() bool {
-	w.pw.Close()
-	return <-w.done
-}
-
 // applyLayer applies one layer blob and reports whether it set the root
 // directory's attributes.
-func applyLayer(ctx context.Context, blob string, want digest.Digest, dir string) (rootSet bool, err error) {
+func applyLayer(ctx context.Context, blob string, want digest.Digest, dir string) (bool, error) {
 	f, err := os.Open(blob)
 	if err != nil {
 		return false, err
@@ -106,15 +70,13 @@ func applyLayer(ctx context.Context, blob string, want digest.Digest, dir string
 		return false, fmt.Errorf("decompressing: %w", err)
 	}
 	defer plain.Close()
-	watch := watchRootEntry()
-	stream := newEntryGate(io.TeeReader(plain, watch), dir)
+	stream := newEntryGate(plain, dir)
 	_, err = storarchive.ApplyUncompressedLayer(dir, stream, &storarchive.TarOptions{InUserNS: unshare.IsRootless()})
 	if err == nil {
 		// Drain what the tar reader left (padding, trailing blocks) so the
 		// digest covers the whole blob.
 		_, err = io.Copy(io.Discard, stream)
 	}
-	rootSet = watch.seen()
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil {
 			return false, cerr
@@ -127,7 +89,7 @@ func applyLayer(ctx context.Context, blob string, want digest.Digest, dir string
 	if !verifier.Verified() {
 		return false, fmt.Errorf("layer content does not match digest %s", want)
 	}
-	return rootSet, nil
+	return stream.rootSet, nil
 }
 
 // entryGate passes a layer's tar stream to the layer applier unchanged, one
@@ -142,6 +104,9 @@ func applyLayer(ctx context.Context, blob string, want digest.Digest, dir string
 // FIFO that blocks forever, hanging the unpack; on a device node the layer
 // chose, it opens a host device as root. The gate refuses such an entry
 // with an error instead.
+//
+// Since it reads every header anyway, it also notes whether the layer has an
+// entry for the root directory itself ("./"), which Unpack needs to know.
 type entryGate struct {
 	dir  string
 	src  io.Reader
@@ -151,6 +116,8 @@ type entryGate struct {
 	body bool // tr is in an entry's body
 	pass bool // past the end of the archive or an unparsable stream: pass bytes on as they are
 	err  error
+	// rootSet records an entry for the root directory.
+	rootSet bool
 }
 
 // recordingReader keeps what is read through it until it is handed on
@@ -198,6 +165,9 @@ func (g *entryGate) Read(p []byte) (int, error) {
 			if err := g.check(hdr); err != nil {
 				g.err = err
 				return 0, err
+			}
+			if path.Clean("/"+hdr.Name) == "/" {
+				g.rootSet = true
 			}
 			g.body = true
 		}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -467,7 +468,7 @@ func TestUnpackCancelled(t *testing.T) {
 	}
 }
 
-func TestWatchRootEntry(t *testing.T) {
+func TestEntryGateNotesRootEntry(t *testing.T) {
 	tests := []struct {
 		name   string
 		stream []byte
@@ -483,24 +484,16 @@ func TestWatchRootEntry(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := watchRootEntry()
-			// Write in small pieces, as a TeeReader would.
-			for b := tt.stream; len(b) > 0; {
-				n := min(len(b), 100)
-				if _, err := w.Write(b[:n]); err != nil {
-					t.Fatalf("Write() = %v", err)
-				}
-				b = b[n:]
+			g := newEntryGate(bytes.NewReader(tt.stream), t.TempDir())
+			got, err := io.ReadAll(g)
+			if err != nil {
+				t.Fatalf("reading through the gate: %v", err)
 			}
-			done := make(chan bool, 1)
-			go func() { done <- w.seen() }()
-			select {
-			case got := <-done:
-				if got != tt.want {
-					t.Errorf("seen() = %v, want %v", got, tt.want)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("seen() did not return within 5s")
+			if !bytes.Equal(got, tt.stream) {
+				t.Errorf("the gate changed the stream: %d bytes in, %d out", len(tt.stream), len(got))
+			}
+			if g.rootSet != tt.want {
+				t.Errorf("rootSet = %v, want %v", g.rootSet, tt.want)
 			}
 		})
 	}
