@@ -1,9 +1,7 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,20 +15,17 @@ import (
 
 // buildOptions are the flags of `clipbuild build`, in buildah's spellings.
 type buildOptions struct {
-	file        string
-	tags        []string
-	output      string
-	buildArgs   []string
-	target      string
-	platform    string
-	layers      bool
-	isolation   string
-	secrets     []string
-	clipVersion string
-	registry    string
-	reg         registryFlags
-	config      string
-	json        bool
+	archiveFlags
+	file      string
+	tags      []string
+	buildArgs []string
+	target    string
+	platform  string
+	layers    bool
+	isolation string
+	secrets   []string
+	registry  string
+	reg       registryFlags
 }
 
 // NewBuildCmd is `clipbuild build`.
@@ -51,18 +46,15 @@ func NewBuildCmd(g *globalOptions) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVarP(&o.file, "file", "f", "", "Dockerfile path (the default is CONTEXT/Dockerfile)")
 	f.StringArrayVarP(&o.tags, "tag", "t", nil, "image name to tag the build with (repeatable; the default is a unique local name)")
-	f.StringVarP(&o.output, "output", "o", "", "archive path (the default is ./<image name>.clip)")
 	f.StringArrayVar(&o.buildArgs, "build-arg", nil, "build-time variable K=V (repeatable)")
 	f.StringVar(&o.target, "target", "", "build stage to stop at")
 	f.StringVar(&o.platform, "platform", "", "target platform OS/ARCH[/VARIANT]")
 	f.BoolVar(&o.layers, "layers", false, "cache intermediate layers (buildah's default when not given)")
 	f.StringVar(&o.isolation, "isolation", envOr("BUILDAH_ISOLATION", "chroot"), "RUN isolation: chroot, oci or rootless ($BUILDAH_ISOLATION)")
 	f.StringArrayVar(&o.secrets, "secret", nil, "build secret id=ID,src=PATH (repeatable)")
-	f.StringVar(&o.clipVersion, "clip-version", "", "archive version: auto, 1 or 2 ($CLIP_VERSION; the default is auto)")
 	f.StringVar(&o.registry, "registry", "", "scratch registry HOST[:PORT][/NAMESPACE] for v2 ($CLIPBUILD_REGISTRY)")
 	o.reg.bind(cmd)
-	f.StringVar(&o.config, "config", "", "config file (YAML)")
-	f.BoolVar(&o.json, "json", false, "print the result as JSON on stdout")
+	o.archiveFlags.bind(cmd)
 	return cmd
 }
 
@@ -136,13 +128,9 @@ func runBuild(cmd *cobra.Command, g *globalOptions, o *buildOptions, contextDir 
 	if len(bud.Tags) == 0 {
 		bud.Tags = []string{stages.UniqueName(defaultName(contextDir))}
 	}
-	output := o.output
-	if output == "" {
-		base := imageBaseName(o.tags0(contextDir))
-		output = base + ".clip"
-	}
-	if st, err := os.Stat(filepath.Dir(output)); err != nil || !st.IsDir() {
-		return fmt.Errorf("output directory %s does not exist", filepath.Dir(output))
+	output, err := o.outputPath(imageBaseName(o.tags0(contextDir)))
+	if err != nil {
+		return err
 	}
 	b, err := stages.NewBuildah(g.stderr, log)
 	if err != nil {
@@ -171,7 +159,7 @@ func runBuild(cmd *cobra.Command, g *globalOptions, o *buildOptions, contextDir 
 	if err != nil {
 		return err
 	}
-	return printResult(g, o.json, res)
+	return o.printResult(g, res)
 }
 
 // tags0 is the name the default output is named after.
@@ -180,13 +168,4 @@ func (o *buildOptions) tags0(contextDir string) string {
 		return o.tags[0]
 	}
 	return defaultName(contextDir)
-}
-
-func printResult(g *globalOptions, asJSON bool, res pipeline.Result) error {
-	if asJSON {
-		enc := json.NewEncoder(g.stdout)
-		return enc.Encode(res)
-	}
-	fmt.Fprintf(g.stdout, "%s: clip v%d, %d bytes (image layers %d bytes)\n", res.Archive, res.ClipVersion, res.ArchiveBytes, res.ImageBytes)
-	return nil
 }

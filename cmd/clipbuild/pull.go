@@ -1,9 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -13,12 +10,9 @@ import (
 
 // pullOptions are the flags of `clipbuild pull`.
 type pullOptions struct {
-	output      string
-	clipVersion string
-	platform    string
-	reg         registryFlags
-	config      string
-	json        bool
+	archiveFlags
+	platform string
+	reg      registryFlags
 }
 
 // NewPullCmd is `clipbuild pull`.
@@ -33,12 +27,9 @@ func NewPullCmd(g *globalOptions) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.output, "output", "o", "", "archive path (the default is ./<image name>.clip)")
-	f.StringVar(&o.clipVersion, "clip-version", "", "archive version: auto, 1 or 2 ($CLIP_VERSION; the default is auto)")
 	f.StringVar(&o.platform, "platform", "", "platform OS/ARCH[/VARIANT] to pick (the default is the host's)")
 	o.reg.bind(cmd)
-	f.StringVar(&o.config, "config", "", "config file (YAML)")
-	f.BoolVar(&o.json, "json", false, "print the result as JSON on stdout")
+	o.archiveFlags.bind(cmd)
 	return cmd
 }
 
@@ -63,12 +54,9 @@ func runPull(cmd *cobra.Command, g *globalOptions, o *pullOptions, image string)
 	if _, err := stages.ParsePlatform(o.platform); err != nil {
 		return err
 	}
-	output := o.output
-	if output == "" {
-		output = imageBaseName(ref.Context().RepositoryStr()) + ".clip"
-	}
-	if st, err := os.Stat(filepath.Dir(output)); err != nil || !st.IsDir() {
-		return fmt.Errorf("output directory %s does not exist", filepath.Dir(output))
+	output, err := o.outputPath(imageBaseName(ref.Context().RepositoryStr()))
+	if err != nil {
+		return err
 	}
 	v2 := pipeline.PullV2(stages.Indexer{Options: reg, Platform: o.platform})
 	v1 := pipeline.PullV1(stages.Fetcher{Options: reg, Platform: o.platform})
@@ -88,5 +76,5 @@ func runPull(cmd *cobra.Command, g *globalOptions, o *pullOptions, image string)
 	if err != nil {
 		return err
 	}
-	return printResult(g, o.json, res)
+	return o.printResult(g, res)
 }

@@ -1,15 +1,18 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
 	"github.com/clipbuild/clipbuild/archive"
+	"github.com/clipbuild/clipbuild/pipeline"
 	"github.com/clipbuild/clipbuild/registry"
 )
 
@@ -129,4 +132,42 @@ func (r *registryFlags) bind(cmd *cobra.Command) {
 // that are not loopback.
 func (r *registryFlags) options(insecure bool) registry.Options {
 	return registry.Options{Creds: r.creds, AuthFile: r.authfile, TLSVerify: r.tlsVerify, Insecure: insecure}
+}
+
+// archiveFlags are the flags of the commands that write an archive.
+type archiveFlags struct {
+	output      string
+	clipVersion string
+	config      string
+	json        bool
+}
+
+func (a *archiveFlags) bind(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVarP(&a.output, "output", "o", "", "archive path (the default is ./<image name>.clip)")
+	f.StringVar(&a.clipVersion, "clip-version", "", "archive version: auto, 1 or 2 ($CLIP_VERSION; the default is auto)")
+	f.StringVar(&a.config, "config", "", "config file (YAML)")
+	f.BoolVar(&a.json, "json", false, "print the result as JSON on stdout")
+}
+
+// outputPath is --output, or <name>.clip in the current directory; its
+// directory must exist, so a run fails before any work rather than after.
+func (a *archiveFlags) outputPath(name string) (string, error) {
+	output := a.output
+	if output == "" {
+		output = name + ".clip"
+	}
+	if st, err := os.Stat(filepath.Dir(output)); err != nil || !st.IsDir() {
+		return "", fmt.Errorf("output directory %s does not exist", filepath.Dir(output))
+	}
+	return output, nil
+}
+
+// printResult prints a run's result: JSON with --json, one line otherwise.
+func (a *archiveFlags) printResult(g *globalOptions, res pipeline.Result) error {
+	if a.json {
+		return json.NewEncoder(g.stdout).Encode(res)
+	}
+	_, err := fmt.Fprintf(g.stdout, "%s: clip v%d, %d bytes (image layers %d bytes)\n", res.Archive, res.ClipVersion, res.ArchiveBytes, res.ImageBytes)
+	return err
 }
