@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,8 +29,12 @@ const reliabilityDockerfile = busyboxBase + `RUN mkdir -p /r && head -c 30000000
 RUN mkdir -p /r/many && for i in $(seq 1 2000); do echo "file $i" > /r/many/f$i; done
 `
 
-// leftoverWorkingContainers lists buildah working containers, which only a
-// build (never a test's own `buildah from --name`) creates.
+// workingContainerRE matches the names buildah gives a build's working
+// containers ("working-container", "<image-id>-working-container-3"); a
+// test's own `buildah from --name` containers never match.
+var workingContainerRE = regexp.MustCompile(`(^|-)working-container(-[0-9]+)?$`)
+
+// leftoverWorkingContainers lists buildah working containers.
 func leftoverWorkingContainers(t *testing.T) []string {
 	t.Helper()
 	out := buildahCmd(t, "containers", "--json")
@@ -42,7 +47,7 @@ func leftoverWorkingContainers(t *testing.T) []string {
 	}
 	var ids []string
 	for _, c := range cs {
-		if strings.HasPrefix(c.Name, "working-container") {
+		if workingContainerRE.MatchString(c.Name) {
 			ids = append(ids, c.ID)
 		}
 	}
