@@ -52,6 +52,12 @@ type Trailer struct {
 	// MetadataSHA256 is the SHA-256 of the index and storage-info sections
 	// together, so any change to them is caught on open.
 	MetadataSHA256 string `json:"metadataSHA256,omitempty"`
+	// Xattrs holds the extended attributes of the archive's inodes, keyed
+	// by inode number (hard links share an inode and so their attributes):
+	// attribute name ("security.capability", "user.mime") to raw value.
+	// clip's node type has no field for them, so they live here, where
+	// clip's reader does not look.
+	Xattrs map[uint64]map[string][]byte `json:"xattrs,omitempty"`
 }
 
 // Archive is an opened, validated clip archive.
@@ -82,6 +88,12 @@ func (a *Archive) Nodes() []*common.ClipNode {
 		return true
 	})
 	return nodes
+}
+
+// XattrsOf returns the extended attributes of inode ino, or nil when it has
+// none. The map is the archive's own: callers must not change it.
+func (a *Archive) XattrsOf(ino uint64) map[string][]byte {
+	return a.Trailer.Xattrs[ino]
 }
 
 // Image returns the image metadata, from clip's storage info for v2 archives
