@@ -45,7 +45,10 @@ type Trailer struct {
 	// ManifestDigest is the digest of the image manifest.
 	ManifestDigest string `json:"manifestDigest,omitempty"`
 	// PlainHTTP records that the registry was reached over plain HTTP when
-	// the archive was made, so a mount may do the same.
+	// the archive was made. It is a record only, kept readable for old
+	// archives: mount and verify never take it as leave to use plain HTTP
+	// (an archive is not trusted to lower how credentials travel); only
+	// --tls-verify=false or a loopback registry allows that.
 	PlainHTTP bool `json:"plainHTTP,omitempty"`
 	// Tool names the program that wrote the archive.
 	Tool string `json:"tool,omitempty"`

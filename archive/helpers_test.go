@@ -2,9 +2,14 @@ package archive_test
 
 import (
 	"context"
+	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -25,6 +30,77 @@ func requireRoot(t *testing.T) {
 		t.Fatal("this test needs root, and CI=true")
 	}
 	t.Skip("this test needs root")
+}
+
+// runUnprivileged runs the test named name again in a copy of this test
+// binary as the user nobody, with a private TMPDIR that user owns, and
+// fails t if it fails. It is for tests of what a non-root run must manage,
+// run by root.
+func runUnprivileged(t *testing.T, name string) {
+	t.Helper()
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatalf("looking up the user nobody to run %s unprivileged: %v", name, err)
+	}
+	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
+	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
+	// t.TempDir's parents are 0700 and root's: nobody could not reach it.
+	dir, err := os.MkdirTemp("", "clipbuild-unprivileged-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "archive.test")
+	copyExecutable(t, self, bin)
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{dir, tmp} {
+		if err := os.Chown(p, int(uid), int(gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run", "^"+name+"$", "-test.count=1", "-test.v")
+	cmd.Dir = tmp
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp, "HOME="+tmp)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s as uid %d: %v\n%s", name, uid, err, out)
+	}
+	if !strings.Contains(string(out), "--- PASS: "+name) {
+		t.Fatalf("%s as uid %d did not run:\n%s", name, uid, out)
+	}
+	t.Logf("%s as uid %d:\n%s", name, uid, out)
+}
+
+// copyExecutable copies src to a new executable file dst.
+func copyExecutable(t *testing.T, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // bigSize is the size of the large file in the fixture: more than the 1 MiB

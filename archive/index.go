@@ -2,7 +2,6 @@ package archive
 
 import (
 	"archive/tar"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -54,6 +53,9 @@ type Indexer struct {
 	// inodes holds the attributes a hard-link entry gave an inode shared
 	// by several paths; Nodes applies them to every path of the inode.
 	inodes map[uint64]fuse.Attr
+	// xattrs holds the extended attributes by inode number, as the entries
+	// set them (see tarXattrs); Xattrs leaves out inodes no path has any more.
+	xattrs map[uint64]map[string][]byte
 }
 
 type indexNode struct {
@@ -63,6 +65,9 @@ type indexNode struct {
 	// layer does not list. An opaque whiteout removes it, as the unpack
 	// does: it only keeps what the layer itself wrote before the marker.
 	implicit bool
+	// kids holds a directory's entries by name, so that removing a path
+	// or making a directory opaque visits only what lies under it.
+	kids map[string]*indexNode
 }
 
 // NewIndexer starts an empty tree: a root directory with containers-storage's
@@ -90,33 +95,6 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
-}
-
-// AddLayer applies one layer, read as an uncompressed tar stream. digest
-// names the layer in the data references (the compressed blob's digest).
-func (ix *Indexer) AddLayer(ctx context.Context, digest string, r io.Reader) error {
-	ix.layer++
-	cr := &countingReader{r: r}
-	tr := tar.NewReader(cr)
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("reading layer tar: %w", err)
-		}
-		if err := ix.addEntry(hdr, digest, cr.n); err != nil {
-			name := hdr.Name
-			if len(name) > 200 { // a hostile name can be megabytes long
-				name = name[:200] + "..."
-			}
-			return fmt.Errorf("%q: %w", name, err)
-		}
-	}
 }
 
 // cleanName turns a tar name into a clean absolute path, refusing names that
@@ -157,6 +135,9 @@ func checkLen(p string) error {
 }
 
 func (ix *Indexer) addEntry(hdr *tar.Header, digest string, dataOff int64) error {
+	if IsSparse(hdr) {
+		return ErrSparse // whatever the entry is: a v1 unpack expands it
+	}
 	p, err := cleanName(hdr.Name)
 	if err != nil {
 		return err
@@ -204,6 +185,9 @@ func (ix *Indexer) addEntry(hdr *tar.Header, digest string, dataOff int64) error
 		root := ix.nodes["/"]
 		root.Attr = ix.attr(hdr, root.Attr.Ino)
 		root.Attr.Mode = syscall.S_IFDIR | uint32(hdr.Mode&07777)
+		if err := ix.addXattrs(hdr, root.Attr); err != nil {
+			return err
+		}
 		ix.rootSet = true
 		return nil
 	}
@@ -216,15 +200,14 @@ func (ix *Indexer) addEntry(hdr *tar.Header, digest string, dataOff int64) error
 			old.Attr.Mode = syscall.S_IFDIR | uint32(hdr.Mode&07777)
 			old.layer = ix.layer
 			old.implicit = false
-			return nil
+			// The unpack merges a directory into the one it finds: the old
+			// attributes stay, the entry's are added over them.
+			return ix.addXattrs(hdr, old.Attr)
 		}
 		node.NodeType = common.DirNode
 		node.Attr = ix.attr(hdr, ix.ino())
 		node.Attr.Mode = syscall.S_IFDIR | uint32(hdr.Mode&07777)
-	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
-		if hdr.Typeflag == tar.TypeGNUSparse || hdr.Format == tar.FormatGNU && len(hdr.PAXRecords) > 0 && hdr.PAXRecords["GNU.sparse.map"] != "" {
-			return errors.New("sparse files are not supported in v2 archives")
-		}
+	case tar.TypeReg, tar.TypeRegA:
 		node.NodeType = common.FileNode
 		node.Attr = ix.attr(hdr, ix.ino())
 		node.Attr.Mode = syscall.S_IFREG | uint32(hdr.Mode&07777)
@@ -305,8 +288,28 @@ func (ix *Indexer) addEntry(hdr *tar.Header, digest string, dataOff int64) error
 	if old := ix.nodes[p]; old != nil {
 		ix.remove(p)
 	}
-	ix.nodes[p] = &indexNode{ClipNode: node, layer: ix.layer}
+	// A new inode starts with the entry's attributes alone; a hard link's
+	// are added to those its inode already has, as the unpack sets them on
+	// the shared inode.
+	if err := ix.addXattrs(hdr, node.Attr); err != nil {
+		return err
+	}
+	ix.put(&indexNode{ClipNode: node, layer: ix.layer})
 	return nil
+}
+
+// put adds n at n.Path, in place of what was there, and in its parent's
+// kids; the parent is a directory already in the tree.
+func (ix *Indexer) put(n *indexNode) {
+	ix.nodes[n.Path] = n
+	if n.Path == "/" {
+		return
+	}
+	parent := ix.nodes[path.Dir(n.Path)]
+	if parent.kids == nil {
+		parent.kids = map[string]*indexNode{}
+	}
+	parent.kids[path.Base(n.Path)] = n
 }
 
 func (ix *Indexer) ino() uint64 {
@@ -389,20 +392,30 @@ func (ix *Indexer) resolveDir(dir string, create bool) (string, error) {
 		return "", err
 	}
 	for i := len(missing) - 1; i >= 0; i-- {
-		ix.nodes[missing[i]] = &indexNode{layer: ix.layer, implicit: true, ClipNode: &common.ClipNode{Path: missing[i], NodeType: common.DirNode,
-			Attr: fuse.Attr{Ino: ix.ino(), Mode: syscall.S_IFDIR | 0o755}}}
+		ix.put(&indexNode{layer: ix.layer, implicit: true, ClipNode: &common.ClipNode{Path: missing[i], NodeType: common.DirNode,
+			Attr: fuse.Attr{Ino: ix.ino(), Mode: syscall.S_IFDIR | 0o755}}})
 	}
 	return cur, nil
 }
 
-// remove deletes p and everything under it.
+// remove deletes p and everything under it, visiting only those.
 func (ix *Indexer) remove(p string) {
-	delete(ix.nodes, p)
-	prefix := p + "/"
-	for q := range ix.nodes {
-		if strings.HasPrefix(q, prefix) {
-			delete(ix.nodes, q)
-		}
+	n := ix.nodes[p]
+	if n == nil || p == "/" {
+		return
+	}
+	if parent := ix.nodes[path.Dir(p)]; parent != nil {
+		delete(parent.kids, path.Base(p))
+	}
+	ix.drop(n)
+}
+
+// drop deletes n and everything under it from the index; its parent's kids
+// are the caller's to update.
+func (ix *Indexer) drop(n *indexNode) {
+	delete(ix.nodes, n.Path)
+	for _, k := range n.kids {
+		ix.drop(k)
 	}
 }
 
@@ -412,21 +425,23 @@ func (ix *Indexer) remove(p string) {
 // every directory between it and dir were written by this layer. dir itself
 // stays; for dir "/" the old code matched the root as its own child and
 // removed it, which left an archive without a root.
+//
+// It walks dir's tree only, and below a removed path not at all.
 func (ix *Indexer) opaque(dir string) {
-	prefix := strings.TrimSuffix(dir, "/") + "/"
-	kept := func(q string) bool {
-		for d := q; d != dir; d = path.Dir(d) {
-			n := ix.nodes[d]
-			if n == nil || n.layer < ix.layer || n.implicit {
-				return false
-			}
-		}
-		return true
+	if n := ix.nodes[dir]; n != nil {
+		ix.keepOwn(n)
 	}
-	for q := range ix.nodes {
-		if q != dir && strings.HasPrefix(q, prefix) && !kept(q) {
-			delete(ix.nodes, q)
+}
+
+// keepOwn removes, under n, each path this layer did not write (see opaque).
+func (ix *Indexer) keepOwn(n *indexNode) {
+	for name, k := range n.kids {
+		if k.layer < ix.layer || k.implicit {
+			delete(n.kids, name)
+			ix.drop(k)
+			continue
 		}
+		ix.keepOwn(k)
 	}
 }
 

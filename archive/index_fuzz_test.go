@@ -167,6 +167,11 @@ func FuzzIndexerAddLayer(f *testing.F) {
 		f.Add("", raw)
 		f.Add("", raw[:len(raw)/2])
 	}
+	for _, format := range sparseFormats {
+		layer := sparseLayer(f, format)
+		f.Add("", layer)
+		f.Add("d sparse/\nf sparse/hole-end old\n--\nf sparse/.wh.after", layer[:len(layer)/2])
+	}
 	f.Fuzz(func(t *testing.T, script string, raw []byte) {
 		ctx := context.Background()
 		ix := archive.NewIndexer()

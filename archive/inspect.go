@@ -62,6 +62,7 @@ func Summarize(a *Archive) Summary {
 		s.Config = &ImageConfig{Env: img.Env, Cmd: img.Cmd, Entrypoint: img.Entrypoint, WorkingDir: img.WorkingDir,
 			User: img.User, Architecture: img.Architecture, OS: img.Os}
 	}
+	s.Counts.XattrInodes = len(a.Trailer.Xattrs)
 	seen := map[uint64]bool{}
 	for _, n := range a.Nodes() {
 		first := !seen[n.Attr.Ino]

@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"syscall"
 	"time"
 
-	"github.com/beam-cloud/clip/pkg/clip"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // Mount is a live read-only FUSE mount of an archive.
@@ -22,10 +23,13 @@ type Mount struct {
 }
 
 // MountArchive mounts a read-only at mountpoint and serves it in the
-// background until Unmount. The filesystem is clip's; the storage behind it
-// is ours. Permission checks are left to the kernel (default_permissions),
-// and as root the mount is visible to other users, as a container runtime
-// needs.
+// background until Unmount. The filesystem is ours (fusefs.go) over s: the
+// whole tree is built here, once, and the kernel is told it may cache
+// everything (entries, attributes, negative lookups, symlinks, directory
+// listings and file pages) for as long as the mount lives, since an archive
+// never changes. Permission checks are left to the kernel
+// (default_permissions), and as root the mount is mounted directly (no
+// fusermount3) and visible to other users, as a container runtime needs.
 func MountArchive(a *Archive, s Storage, mountpoint string) (*Mount, error) {
 	st, err := os.Stat(mountpoint)
 	if err != nil {
@@ -34,27 +38,31 @@ func MountArchive(a *Archive, s Storage, mountpoint string) (*Mount, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("mount point %s is not a directory", mountpoint)
 	}
-	cfs, err := clip.NewFileSystem(s, clip.ClipFileSystemOpts{})
+	afs, err := newArchiveFS(a, s)
 	if err != nil {
 		return nil, fmt.Errorf("creating filesystem: %w", err)
 	}
-	root, err := cfs.Root()
-	if err != nil {
-		return nil, err
-	}
-	timeout := time.Minute
+	timeout := cacheTimeout
+	asRoot := os.Geteuid() == 0
 	opts := &fuse.MountOptions{
 		FsName:               "clip:" + a.Path,
 		Name:                 "clipbuild",
 		Options:              []string{"ro", "default_permissions"},
-		AllowOther:           os.Geteuid() == 0,
+		AllowOther:           asRoot,
+		DirectMount:          asRoot,
+		DirectMountFlags:     syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
 		MaxBackground:        512,
-		DisableXAttrs:        true,
+		MaxWrite:             fuse.MAX_KERNEL_WRITE,
+		MaxReadAhead:         fuse.MAX_KERNEL_WRITE,
 		EnableSymlinkCaching: true,
-		RememberInodes:       true,
-		MaxReadAhead:         128 << 10,
 	}
-	server, err := fuse.NewServer(fs.NewNodeFS(root, &fs.Options{AttrTimeout: &timeout, EntryTimeout: &timeout, NullPermissions: true}), mountpoint, opts)
+	rawFS := fs.NewNodeFS(afs.root, &fs.Options{
+		AttrTimeout:     &timeout,
+		EntryTimeout:    &timeout,
+		NullPermissions: true,
+		RootStableAttr:  &fs.StableAttr{Ino: afs.root.attr.Ino},
+	})
+	server, err := fuse.NewServer(&kernelCache{RawFileSystem: rawFS}, mountpoint, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mounting %s: %w", mountpoint, err)
 	}
@@ -67,7 +75,24 @@ func MountArchive(a *Archive, s Storage, mountpoint string) (*Mount, error) {
 		m.Unmount()
 		return nil, fmt.Errorf("mounting %s: %w", mountpoint, err)
 	}
+	if asRoot {
+		raiseReadahead(mountpoint)
+	}
 	return m, nil
+}
+
+// raiseReadahead lets the kernel read ahead as much as one request carries
+// (1 MiB) rather than the 128 KiB it allows a FUSE mount by default, which
+// no mount option changes: the limit is the read_ahead_kb of the mount's
+// backing device in sysfs, which only root may write. It is best effort: a
+// mount that keeps the default is only slower on large files.
+func raiseReadahead(mountpoint string) {
+	var st unix.Stat_t
+	if unix.Stat(mountpoint, &st) != nil {
+		return
+	}
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	_ = os.WriteFile(p, []byte(strconv.Itoa(fuse.MAX_KERNEL_WRITE>>10)), 0)
 }
 
 // Done is closed when the filesystem stops serving, whether by Unmount or

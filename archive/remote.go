@@ -154,8 +154,9 @@ type storageOptions struct {
 type StorageOption func(*storageOptions) error
 
 // WithRegistryOptions sets how a v2 archive's registry is reached. The
-// default is registry.DefaultOptions, with plain HTTP allowed when the
-// archive was indexed over it.
+// default is registry.DefaultOptions: HTTPS, except to loopback hosts.
+// Plain HTTP elsewhere is the caller's decision (--tls-verify=false),
+// never the archive's.
 func WithRegistryOptions(o registry.Options) StorageOption {
 	return func(so *storageOptions) error { so.registry = o; return nil }
 }
@@ -196,12 +197,13 @@ func DefaultCacheDir() string {
 }
 
 // OpenStorage returns the reader for a's file contents: the archive file for
-// v1, the image's registry for v2.
+// v1, the image's registry for v2, reached as the registry options say
+// whatever the archive's trailer records about plain HTTP.
 func OpenStorage(a *Archive, opts ...StorageOption) (Storage, error) {
+	// a.Trailer.PlainHTTP is not consulted: the archive is data anyone can
+	// write (only CRC-checked), and letting it ask for plain HTTP would send
+	// the user's saved credentials for its registry in clear.
 	so := storageOptions{registry: registry.DefaultOptions(), cacheDir: DefaultCacheDir(), timeout: 10 * time.Minute}
-	if a.Trailer.PlainHTTP {
-		so.registry.Insecure = true
-	}
 	for _, o := range opts {
 		if err := o(&so); err != nil {
 			return nil, err

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -32,7 +34,16 @@ type Entry struct {
 	// Link names the first path (in path order) of this entry's hard-link
 	// group; empty when the file has a single link.
 	Link string
+	// Xattrs holds the extended attributes that belong to the image (see
+	// imageXattr for the rule) in a canonical form, so entries compare with
+	// ==: name=hex(value) pairs sorted by name, separated by NUL bytes. Use
+	// XattrString to make one.
+	Xattrs string
 }
+
+// XattrString is the canonical form of a set of extended attributes that
+// Entry.Xattrs holds; "" for none.
+func XattrString(x map[string][]byte) string { return xattrString(x) }
 
 // Tree maps clean absolute paths ("/", "/etc/passwd") to entries.
 type Tree map[string]Entry
@@ -110,6 +121,11 @@ func TreeFromDir(ctx context.Context, root string) (Tree, error) {
 	inodes := map[inodeKey]uint64{}
 	err := walkTree(ctx, root, func(name, p string, s *syscall.Stat_t) (err error) {
 		e := Entry{Type: typeName(s.Mode), Perm: s.Mode & 07777, UID: s.Uid, GID: s.Gid}
+		x, err := ReadXattrs(p)
+		if err != nil {
+			return err
+		}
+		e.Xattrs = xattrString(x)
 		switch e.Type {
 		case "dir":
 		default:
@@ -171,7 +187,8 @@ func TreeFromArchive(ctx context.Context, a *Archive, s Storage) (Tree, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		e := Entry{Type: typeName(n.Attr.Mode), Perm: n.Attr.Mode & 07777, UID: n.Attr.Owner.Uid, GID: n.Attr.Owner.Gid}
+		e := Entry{Type: typeName(n.Attr.Mode), Perm: n.Attr.Mode & 07777, UID: n.Attr.Owner.Uid, GID: n.Attr.Owner.Gid,
+			Xattrs: xattrString(a.XattrsOf(n.Attr.Ino))}
 		switch n.NodeType {
 		case common.DirNode:
 			e.Type = "dir"
@@ -257,6 +274,43 @@ func Diff(want, got Tree) []string {
 		add("link count", w.Nlink, g.Nlink)
 		add("hard link to", w.Link, g.Link)
 		add("device", w.Rdev, g.Rdev)
+		if w.Xattrs != g.Xattrs {
+			out = append(out, diffXattrs(p, w.Xattrs, g.Xattrs)...)
+		}
 	}
 	return out
+}
+
+// diffXattrs lists the attributes in which two canonical sets differ, in
+// name order: "/bin/ping: xattr security.capability missing from archive".
+func diffXattrs(p, want, got string) []string {
+	w, g := parseXattrString(want), parseXattrString(got)
+	names := map[string]bool{}
+	for name := range w {
+		names[name] = true
+	}
+	for name := range g {
+		names[name] = true
+	}
+	var out []string
+	for _, name := range slices.Sorted(maps.Keys(names)) {
+		wv, inWant := w[name]
+		gv, inGot := g[name]
+		switch {
+		case !inGot:
+			out = append(out, fmt.Sprintf("%s: xattr %s missing from archive", p, name))
+		case !inWant:
+			out = append(out, fmt.Sprintf("%s: xattr %s not in image", p, name))
+		case wv != gv:
+			out = append(out, fmt.Sprintf("%s: xattr %s is %s, want %s", p, name, hexOrEmpty(gv), hexOrEmpty(wv)))
+		}
+	}
+	return out
+}
+
+func hexOrEmpty(h string) string {
+	if h == "" {
+		return "empty"
+	}
+	return "0x" + h
 }

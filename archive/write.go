@@ -32,6 +32,8 @@ type Stats struct {
 	Special   int   `json:"special"`
 	Hardlinks int   `json:"hardlinks"`
 	DataBytes int64 `json:"dataBytes"`
+	// XattrInodes counts the inodes that have extended attributes.
+	XattrInodes int `json:"xattrInodes,omitempty"`
 }
 
 func (s *Stats) add(n *common.ClipNode, firstOfInode bool) {
@@ -57,12 +59,16 @@ type inodeKey struct{ dev, ino uint64 }
 // must be an empty file open for writing. Unlike clip's archiver it keeps the
 // whole mode (setuid, setgid, sticky), FIFOs, sockets and device nodes, and
 // writes hard-linked files once with a shared inode number and link count.
+// The extended attributes of the tree's files that belong to the image (see
+// imageXattr) go into t.Xattrs, replacing any the caller set.
 func WriteV1(ctx context.Context, root string, out *os.File, t Trailer) (Stats, error) {
 	var st Stats
-	nodes, sources, err := scanTree(ctx, root)
+	nodes, sources, xattrs, err := scanTree(ctx, root)
 	if err != nil {
 		return st, err
 	}
+	t.Xattrs = xattrs
+	st.XattrInodes = len(xattrs)
 	if _, err := out.Write(make([]byte, common.ClipHeaderLength)); err != nil {
 		return st, err
 	}
@@ -145,10 +151,12 @@ func openReadable(p string) (*os.File, error) {
 
 // scanTree lists the tree at root as clip nodes in path order, with inode
 // numbers shared by hard links and link counts taken from the tree itself
-// (not from the host, where unrelated links may exist).
-func scanTree(ctx context.Context, root string) ([]*common.ClipNode, map[string]string, error) {
+// (not from the host, where unrelated links may exist), the host path of
+// each regular file, and the extended attributes by inode number.
+func scanTree(ctx context.Context, root string) ([]*common.ClipNode, map[string]string, map[uint64]map[string][]byte, error) {
 	var nodes []*common.ClipNode
 	sources := map[string]string{}
+	var xattrs map[uint64]map[string][]byte
 	inodes := map[inodeKey]uint64{}
 	links := map[uint64]uint32{}
 	subdirs := map[string]uint32{}
@@ -191,11 +199,23 @@ func scanTree(ctx context.Context, root string) ([]*common.ClipNode, map[string]
 				n.Attr.Size = 0
 			}
 		}
+		if n.IsDir() || links[n.Attr.Ino] == 1 { // an inode's attributes are read once
+			x, err := ReadXattrs(p)
+			if err != nil {
+				return err
+			}
+			if len(x) > 0 {
+				if xattrs == nil {
+					xattrs = map[uint64]map[string][]byte{}
+				}
+				xattrs[n.Attr.Ino] = x
+			}
+		}
 		nodes = append(nodes, n)
 		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("scanning %s: %w", root, err)
+		return nil, nil, nil, fmt.Errorf("scanning %s: %w", root, err)
 	}
 	for _, n := range nodes {
 		if n.IsDir() {
@@ -205,7 +225,7 @@ func scanTree(ctx context.Context, root string) ([]*common.ClipNode, map[string]
 		}
 	}
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Path < nodes[j].Path })
-	return nodes, sources, nil
+	return nodes, sources, xattrs, nil
 }
 
 func attrFromStat(s *syscall.Stat_t) fuse.Attr {

@@ -13,17 +13,21 @@ import (
 	"github.com/clipbuild/clipbuild/stages"
 )
 
-// Result is the outcome of a run, as `--json` prints it.
+// Result is the outcome of a run, as `--json` prints it. ImageBytes is the
+// sum of the layer sizes as stored: compressed where the image sits in a
+// registry (v2, pull), uncompressed for v1 builds. UncompressedBytes is the
+// sum of the uncompressed layer sizes, always.
 type Result struct {
-	Archive        string        `json:"archive"`
-	ClipVersion    int           `json:"clipVersion"`
-	Image          string        `json:"image"`
-	ImageRef       string        `json:"imageRef"`
-	ManifestDigest string        `json:"manifestDigest"`
-	ArchiveBytes   int64         `json:"archiveBytes"`
-	ImageBytes     int64         `json:"imageBytes"`
-	FallbackReason string        `json:"fallbackReason"`
-	Stages         []StageTiming `json:"stages"`
+	Archive           string        `json:"archive"`
+	ClipVersion       int           `json:"clipVersion"`
+	Image             string        `json:"image"`
+	ImageRef          string        `json:"imageRef"`
+	ManifestDigest    string        `json:"manifestDigest"`
+	ArchiveBytes      int64         `json:"archiveBytes"`
+	ImageBytes        int64         `json:"imageBytes"`
+	UncompressedBytes int64         `json:"uncompressedBytes"`
+	FallbackReason    string        `json:"fallbackReason"`
+	Stages            []StageTiming `json:"stages"`
 }
 
 // StageTiming is how long one stage took.
@@ -46,7 +50,7 @@ type Job struct {
 
 	Result Result
 
-	scratch  string
+	scratch  *scratch
 	cleanups []func(context.Context) error
 }
 
@@ -56,16 +60,25 @@ func NewJob(log *logrus.Entry, output string) *Job {
 }
 
 // ScratchDir returns a new directory for intermediate files, removed when the
-// run ends, successful or not.
+// run ends, successful or not. They all sit in the run's scratch tree in
+// $TMPDIR; making it first removes the trees that killed runs left there.
 func (j *Job) ScratchDir(name string) (string, error) {
-	if j.scratch == "" {
-		d, err := os.MkdirTemp("", "clipbuild-")
-		if err != nil {
-			return "", fmt.Errorf("creating scratch directory: %w", err)
+	if j.scratch == nil {
+		tmp := os.TempDir()
+		removed, err := sweepScratch(tmp)
+		for _, d := range removed {
+			j.Log.Debugf("removed %s, left by a run that is gone", d)
 		}
-		j.scratch = d
+		if err != nil {
+			j.Log.Warnf("removing scratch directories of runs that are gone: %v", err)
+		}
+		s, err := newScratch(tmp)
+		if err != nil {
+			return "", err
+		}
+		j.scratch = s
 	}
-	d, err := os.MkdirTemp(j.scratch, name+"-")
+	d, err := os.MkdirTemp(j.scratch.dir, name+"-")
 	if err != nil {
 		return "", fmt.Errorf("creating scratch directory: %w", err)
 	}
@@ -89,9 +102,9 @@ func (j *Job) cleanup(ctx context.Context) error {
 		errs = append(errs, j.cleanups[i](ctx))
 	}
 	j.cleanups = nil
-	if j.scratch != "" {
-		errs = append(errs, removeAll(j.scratch))
-		j.scratch = ""
+	if j.scratch != nil {
+		errs = append(errs, j.scratch.remove())
+		j.scratch = nil
 	}
 	return errors.Join(errs...)
 }

@@ -10,12 +10,47 @@ import (
 	"github.com/clipbuild/clipbuild/stages"
 )
 
+// BuildOption configures Build.
+type BuildOption func(*buildOptions)
+
+type buildOptions struct {
+	removeImage bool
+}
+
+// RemoveImage makes Build remove the image it built from containers-storage
+// when the run ends, after the archive is written or the run failed: for an
+// image clipbuild named itself, which nobody asked to keep. Only that name
+// goes; an image that has other names keeps them. The default keeps the
+// image.
+func RemoveImage() BuildOption {
+	return func(o *buildOptions) { o.removeImage = true }
+}
+
 // Build runs `buildah bud` and records the image for the stages after it.
-func Build(b *stages.Buildah, opts stages.BudOptions) Stage {
+func Build(b *stages.Buildah, bud stages.BudOptions, opts ...BuildOption) Stage {
+	var o buildOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	return Step("build", func(ctx context.Context, j *Job) error {
-		img, err := b.Bud(ctx, opts)
+		dir, err := j.ScratchDir("build")
 		if err != nil {
 			return err
+		}
+		img, err := b.Bud(ctx, bud, dir)
+		if err != nil {
+			return err
+		}
+		if o.removeImage {
+			j.Defer(func(ctx context.Context) error {
+				if err := b.RemoveImage(ctx, img.Name); err != nil {
+					// An image left behind does not change the run's outcome.
+					j.Log.Warnf("removing image %s: %v", img.Name, err)
+					return nil
+				}
+				j.Log.Debugf("removed image %s (%s)", img.Name, img.ID)
+				return nil
+			})
 		}
 		j.Image = img
 		j.Result.Image = img.Name
@@ -42,9 +77,14 @@ func layoutStep(name string, get func(ctx context.Context, j *Job, dir string) (
 		if err != nil {
 			return err
 		}
+		uncompressed, err := l.UncompressedLayerBytes(ctx)
+		if err != nil {
+			return err
+		}
 		j.Layout = l
 		j.Result.ManifestDigest = l.ManifestDigest.String()
 		j.Result.ImageBytes = l.LayerBytes()
+		j.Result.UncompressedBytes = uncompressed
 		return nil
 	})
 }
@@ -116,8 +156,8 @@ func Index(x stages.Indexer) Stage {
 			out, err = x.Index(ctx, stages.IndexRequest{Ref: j.Ref, Image: j.Result.Image, Output: j.Output, Tag: j.Tag})
 			return err
 		})
-		if errors.Is(err, stages.ErrPlatformMismatch) {
-			return NoFallback(err) // a local copy would be the same image
+		if errors.Is(err, stages.ErrPlatformMismatch) || errors.Is(err, stages.ErrSignaturePolicy) {
+			return NoFallback(err) // a local copy would be the same image, under the same policy
 		}
 		if err != nil {
 			return err
@@ -129,6 +169,7 @@ func Index(x stages.Indexer) Stage {
 		j.Result.ImageRef = out.ImageRef
 		j.Result.ManifestDigest = out.ManifestDigest
 		j.Result.ImageBytes = out.ImageBytes
+		j.Result.UncompressedBytes = out.UncompressedBytes
 		return nil
 	})
 }

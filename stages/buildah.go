@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"go.podman.io/storage"
 )
 
 // ErrBuildahMissing is returned when buildah is not installed.
@@ -171,11 +170,7 @@ const buildIDArg = "CLIPBUILD_BUILD_ID"
 // removeWorkingContainers removes the working containers of the build
 // with the given ID.
 func (b *Buildah) removeWorkingContainers(ctx context.Context, buildID string) error {
-	opts, err := storage.DefaultStoreOptions()
-	if err != nil {
-		return err
-	}
-	store, err := storage.GetStore(opts)
+	store, release, err := OpenStore(ctx)
 	if err != nil {
 		return err
 	}
@@ -193,7 +188,7 @@ func (b *Buildah) removeWorkingContainers(ctx context.Context, buildID string) e
 			}
 		}
 	}
-	_, _ = store.Shutdown(false)
+	release()
 	if err != nil {
 		return err
 	}
@@ -312,8 +307,10 @@ func BudArgs(o BudOptions, dockerfile, iidfile string) []string {
 	return append(args, o.ContextDir)
 }
 
-// Bud builds the image described by o.
-func (b *Buildah) Bud(ctx context.Context, o BudOptions) (Image, error) {
+// Bud builds the image described by o. scratch is a directory for Bud's own
+// files (the image ID file), which the caller removes: a run that is killed
+// then leaves nothing of Bud's outside it.
+func (b *Buildah) Bud(ctx context.Context, o BudOptions, scratch string) (Image, error) {
 	dockerfile, err := o.Dockerfile()
 	if err != nil {
 		return Image{}, err
@@ -324,9 +321,9 @@ func (b *Buildah) Bud(ctx context.Context, o BudOptions) (Image, error) {
 	if len(o.Tags) == 0 {
 		return Image{}, errors.New("no image name given")
 	}
-	iid, err := os.CreateTemp("", "clipbuild-iid-")
+	iid, err := os.CreateTemp(scratch, "iid-")
 	if err != nil {
-		return Image{}, err
+		return Image{}, fmt.Errorf("creating image id file: %w", err)
 	}
 	iid.Close()
 	defer os.Remove(iid.Name())
@@ -366,9 +363,11 @@ func normalizeName(name string) string {
 	return name
 }
 
-// RemoveImage removes a local image.
+// RemoveImage removes the local image name. An image that has other names
+// only loses this one, and one that a container uses stays: neither belongs
+// to the caller alone.
 func (b *Buildah) RemoveImage(ctx context.Context, name string) error {
-	_, err := b.run(ctx, false, "rmi", "-f", name)
+	_, err := b.run(ctx, false, "rmi", name)
 	return err
 }
 

@@ -17,6 +17,7 @@ import (
 	is "go.podman.io/image/v5/storage"
 	"go.podman.io/image/v5/types"
 	"go.podman.io/storage"
+	storarchive "go.podman.io/storage/pkg/archive"
 )
 
 // Layout is an image in a local OCI layout directory.
@@ -41,6 +42,49 @@ func (l *Layout) LayerBytes() int64 {
 	return n
 }
 
+// UncompressedLayerBytes is the sum of the layers' uncompressed sizes. A
+// layer stored uncompressed counts as stored; a compressed one is
+// decompressed to count it.
+func (l *Layout) UncompressedLayerBytes(ctx context.Context) (int64, error) {
+	var n int64
+	for i, d := range l.Manifest.Layers {
+		if d.MediaType == imgspecv1.MediaTypeImageLayer || d.MediaType == dockerUncompressedLayer {
+			n += d.Size
+			continue
+		}
+		size, err := uncompressedSize(ctx, l.BlobPath(d.Digest))
+		if err != nil {
+			return 0, fmt.Errorf("layer %d (%s): %w", i+1, d.Digest.Encoded()[:12], err)
+		}
+		n += size
+	}
+	return n, nil
+}
+
+// dockerUncompressedLayer is the Docker media type of an uncompressed layer.
+const dockerUncompressedLayer = "application/vnd.docker.image.rootfs.diff.tar"
+
+func uncompressedSize(ctx context.Context, blob string) (int64, error) {
+	f, err := os.Open(blob)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	plain, err := storarchive.DecompressStream(ctxReader{ctx, f})
+	if err != nil {
+		return 0, fmt.Errorf("decompressing: %w", err)
+	}
+	defer plain.Close()
+	n, err := io.Copy(io.Discard, plain)
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return 0, cerr
+		}
+		return 0, fmt.Errorf("decompressing: %w", err)
+	}
+	return n, nil
+}
+
 // Exporter copies images out of containers-storage (where buildah keeps
 // them) into OCI layouts, in process, with containers/image.
 type Exporter struct {
@@ -61,19 +105,15 @@ func insecureAcceptAnything() (*signature.PolicyContext, error) {
 // uncompressed: they are unpacked next, so compressing them would be wasted
 // work.
 func (e Exporter) Export(ctx context.Context, image, dir string) (*Layout, error) {
-	opts := e.StoreOptions
-	if opts == nil {
-		o, err := storage.DefaultStoreOptions()
-		if err != nil {
-			return nil, fmt.Errorf("reading storage configuration: %w", err)
-		}
-		opts = &o
+	var storeOpts []StoreOption
+	if e.StoreOptions != nil {
+		storeOpts = append(storeOpts, WithStoreOptions(*e.StoreOptions))
 	}
-	store, err := storage.GetStore(*opts)
+	store, release, err := OpenStore(ctx, storeOpts...)
 	if err != nil {
-		return nil, fmt.Errorf("opening containers-storage: %w", err)
+		return nil, err
 	}
-	defer func() { _, _ = store.Shutdown(false) }()
+	defer release()
 	src, err := is.Transport.ParseStoreReference(store, image)
 	if err != nil {
 		return nil, fmt.Errorf("parsing %s: %w", image, err)

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.podman.io/image/v5/signature"
 
 	"github.com/clipbuild/clipbuild/archive"
 	"github.com/clipbuild/clipbuild/registry"
@@ -35,14 +36,20 @@ type Indexer struct {
 	Options registry.Options
 	// Platform is OS/ARCH[/VARIANT]; the default is the host's.
 	Platform string
+	// Policy, when set, is the signature policy the image must satisfy; it
+	// is evaluated for the manifest digest that is then indexed. The
+	// default is no check, for the images a build pushed itself (v1 builds
+	// do not check their own images either); pull sets it.
+	Policy *Policy
 }
 
 // Indexed is a v2 archive on disk.
 type Indexed struct {
 	Written
-	ImageRef       string // repository@digest the archive reads from
-	ManifestDigest string
-	ImageBytes     int64 // compressed layer bytes
+	ImageRef          string // repository@digest the archive reads from
+	ManifestDigest    string
+	ImageBytes        int64 // layer bytes as stored in the registry
+	UncompressedBytes int64
 }
 
 // ParsePlatform parses OS/ARCH[/VARIANT]; an empty string is the host.
@@ -90,6 +97,13 @@ func (x Indexer) Index(ctx context.Context, req IndexRequest) (Indexed, error) {
 	if err != nil {
 		return Indexed{}, err
 	}
+	var policy *signature.PolicyContext
+	if x.Policy != nil {
+		if policy, err = x.Policy.context(); err != nil {
+			return Indexed{}, err
+		}
+		defer policy.Destroy()
+	}
 	ropts, err := x.Options.RemoteOptions(ctx, r)
 	if err != nil {
 		return Indexed{}, err
@@ -114,7 +128,7 @@ func (x Indexer) Index(ctx context.Context, req IndexRequest) (Indexed, error) {
 			return Indexed{}, fmt.Errorf("reading image %s: %w", ref, err)
 		}
 	}
-	return x.indexImage(ctx, r, img, req)
+	return x.indexImage(ctx, r, img, policy, req)
 }
 
 func pickPlatform(idx v1.ImageIndex, want v1.Platform) (v1.Image, error) {
@@ -136,18 +150,26 @@ func pickPlatform(idx v1.ImageIndex, want v1.Platform) (v1.Image, error) {
 	return nil, fmt.Errorf("%w: no image for %s in the index (it has %s)", ErrPlatformMismatch, want.String(), strings.Join(have, ", "))
 }
 
-func (x Indexer) indexImage(ctx context.Context, r name.Reference, img v1.Image, req IndexRequest) (Indexed, error) {
+// indexImage indexes img, the manifest Index fetched, after policy (when
+// set) has accepted exactly that manifest's digest; nothing else of the
+// image is read before.
+func (x Indexer) indexImage(ctx context.Context, r name.Reference, img v1.Image, policy *signature.PolicyContext, req IndexRequest) (Indexed, error) {
 	want, _ := ParsePlatform(x.Platform)
+	manifestDigest, err := img.Digest()
+	if err != nil {
+		return Indexed{}, err
+	}
+	if policy != nil {
+		if err := checkPolicy(ctx, policy, x.Options, r.Context(), manifestDigest.String()); err != nil {
+			return Indexed{}, err
+		}
+	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
 		return Indexed{}, fmt.Errorf("reading image config: %w", err)
 	}
 	if !platformMatches(want, cfg) {
 		return Indexed{}, fmt.Errorf("%w: image is %s/%s, want %s", ErrPlatformMismatch, cfg.OS, cfg.Architecture, want.String())
-	}
-	manifestDigest, err := img.Digest()
-	if err != nil {
-		return Indexed{}, err
 	}
 	m, err := img.Manifest()
 	if err != nil {
@@ -163,7 +185,7 @@ func (x Indexer) indexImage(ctx context.Context, r name.Reference, img v1.Image,
 		Reference:               r.Identifier(),
 		DecompressedHashByLayer: map[string]string{},
 	}
-	var imageBytes int64
+	var imageBytes, uncompressedBytes int64
 	for i, l := range m.Layers {
 		oci.Layers = append(oci.Layers, l.Digest.String())
 		imageBytes += l.Size
@@ -171,7 +193,9 @@ func (x Indexer) indexImage(ctx context.Context, r name.Reference, img v1.Image,
 		if err != nil {
 			return Indexed{}, fmt.Errorf("layer %d: %w", i+1, err)
 		}
-		if err := indexLayer(ctx, ix, layer, l, cfg.RootFS.DiffIDs[i]); err != nil {
+		n, err := indexLayer(ctx, ix, layer, l, cfg.RootFS.DiffIDs[i])
+		uncompressedBytes += n
+		if err != nil {
 			return Indexed{}, fmt.Errorf("indexing layer %d (%s): %w", i+1, l.Digest.Hex[:12], err)
 		}
 		oci.DecompressedHashByLayer[l.Digest.String()] = cfg.RootFS.DiffIDs[i].Hex
@@ -193,6 +217,7 @@ func (x Indexer) indexImage(ctx context.Context, r name.Reference, img v1.Image,
 	t := archive.Trailer{Image: md, ImageRef: pinned, ManifestDigest: manifestDigest.String(), Tool: "clipbuild",
 		PlainHTTP: x.Options.PlainHTTP(r.Context().RegistryStr()) && !registry.IsLoopback(r.Context().RegistryStr())}
 	nodes := ix.Nodes()
+	t.Xattrs = ix.Xattrs()
 	var out Indexed
 	err = archive.WriteFileAtomic(req.Output, func(f *os.File) error {
 		if err := archive.WriteV2(f, nodes, oci, t); err != nil {
@@ -212,21 +237,23 @@ func (x Indexer) indexImage(ctx context.Context, r name.Reference, img v1.Image,
 	out.ImageRef = pinned
 	out.ManifestDigest = manifestDigest.String()
 	out.ImageBytes = imageBytes
+	out.UncompressedBytes = uncompressedBytes
 	return out, nil
 }
 
 // indexLayer streams one layer through the indexer, checking the
-// uncompressed bytes against the config's diff ID.
-func indexLayer(ctx context.Context, ix *archive.Indexer, layer v1.Layer, desc v1.Descriptor, diffID v1.Hash) error {
+// uncompressed bytes against the config's diff ID, and returns how many
+// uncompressed bytes the layer has.
+func indexLayer(ctx context.Context, ix *archive.Indexer, layer v1.Layer, desc v1.Descriptor, diffID v1.Hash) (int64, error) {
 	mt := string(desc.MediaType)
 	gz := strings.HasSuffix(mt, "gzip") || mt == string(types.DockerLayer) || mt == string(types.DockerForeignLayer)
 	plain := mt == imgspecv1.MediaTypeImageLayer || mt == string(types.DockerUncompressedLayer)
 	if !gz && !plain {
-		return fmt.Errorf("layer media type %s is not supported (v2 indexes gzip and uncompressed layers)", mt)
+		return 0, fmt.Errorf("layer media type %s is not supported (v2 indexes gzip and uncompressed layers)", mt)
 	}
 	rc, err := layer.Compressed()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer rc.Close()
 	var stream io.Reader = rc
@@ -235,31 +262,44 @@ func indexLayer(ctx context.Context, ix *archive.Indexer, layer v1.Layer, desc v
 		// reader with "unexpected EOF"; name the real problem instead.
 		br := bufio.NewReader(rc)
 		if magic, _ := br.Peek(4); bytes.HasPrefix(magic, []byte{0x1f, 0x8b}) || bytes.Equal(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}) {
-			return fmt.Errorf("layer is compressed (gzip or zstd) but its media type %s says uncompressed", mt)
+			return 0, fmt.Errorf("layer is compressed (gzip or zstd) but its media type %s says uncompressed", mt)
 		}
 		stream = br
 	}
 	if gz {
 		zr, err := gzip.NewReader(rc)
 		if err != nil {
-			return fmt.Errorf("layer is not gzip: %w", err)
+			return 0, fmt.Errorf("layer is not gzip: %w", err)
 		}
 		defer zr.Close()
 		stream = zr
 	}
 	h := sha256.New()
-	tee := io.TeeReader(stream, h)
+	n := &countingWriter{w: h}
+	tee := io.TeeReader(stream, n)
 	if err := ix.AddLayer(ctx, desc.Digest.String(), tee); err != nil {
-		return err
+		return 0, err
 	}
 	if _, err := io.Copy(io.Discard, tee); err != nil {
-		return fmt.Errorf("reading layer: %w", err)
+		return 0, fmt.Errorf("reading layer: %w", err)
 	}
 	if _, err := io.Copy(io.Discard, rc); err != nil {
-		return fmt.Errorf("reading layer: %w", err)
+		return 0, fmt.Errorf("reading layer: %w", err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); diffID.Algorithm == "sha256" && got != diffID.Hex {
-		return fmt.Errorf("uncompressed content sha256:%s does not match the config's diff ID %s", got, diffID)
+		return 0, fmt.Errorf("uncompressed content sha256:%s does not match the config's diff ID %s", got, diffID)
 	}
-	return nil
+	return n.n, nil
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }

@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,9 +23,12 @@ import (
 //
 //	f NAME [BODY]   regular file     d NAME [MODE]   directory
 //	s NAME TARGET   symlink          h NAME TARGET   hard link
-//	p NAME          FIFO
+//	p NAME          FIFO             S FORMAT        GNU tar's sparse files
 //
-// A line "--" starts the next layer; other lines, and entries tar cannot
+// "S gnu" (or pax-0.0, pax-0.1, pax-1.0) adds the entries of that sparse
+// layer of the hostile corpus (a directory sparse/ and files with holes, see
+// test/hostile/testdata/mksparse.sh), which Go's tar writer cannot make. A
+// line "--" starts the next layer; other lines, and entries tar cannot
 // write, are skipped.
 func scriptLayers(script string) [][]byte {
 	var layers [][]byte
@@ -65,6 +70,11 @@ func scriptLayers(script string) [][]byte {
 			h.Typeflag, h.Linkname = tar.TypeLink, arg
 		case "p":
 			h.Typeflag = tar.TypeFifo
+		case "S":
+			if entries := sparseEntries(f[1]); entries != nil && tw.Flush() == nil {
+				buf.Write(entries)
+			}
+			continue
 		default:
 			continue
 		}
@@ -78,12 +88,109 @@ func scriptLayers(script string) [][]byte {
 	return layers
 }
 
+// sparseEntries returns the entries of the sparse layer in the given
+// format, without the blocks that end the archive; nil for an unknown
+// format.
+var sparseEntries = func() func(format string) []byte {
+	layers := map[string][]byte{}
+	for _, format := range sparseFormats {
+		b, err := os.ReadFile(filepath.Join("..", "test", "hostile", "testdata", "sparse-"+format+".tar"))
+		if err != nil {
+			panic(err)
+		}
+		cr := &countingReader{r: bytes.NewReader(b)}
+		tr := tar.NewReader(cr)
+		end := int64(0)
+		for {
+			if _, err := tr.Next(); err != nil {
+				break
+			}
+			if _, err := io.Copy(io.Discard, tr); err != nil {
+				panic(err)
+			}
+			end = cr.n + blockPadding(cr.n)
+		}
+		layers[format] = b[:end]
+	}
+	return func(format string) []byte { return layers[format] }
+}()
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// expandSparse rewrites layers with every sparse file stored as a plain
+// regular file of its expanded bytes, and tells whether there was any.
+func expandSparse(layers [][]byte) ([][]byte, bool, error) {
+	var out [][]byte
+	found := false
+	for _, l := range layers {
+		var buf bytes.Buffer
+		tr := tar.NewReader(bytes.NewReader(l))
+		tw := tar.NewWriter(&buf)
+		for {
+			hdr, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return nil, false, err
+			}
+			if archive.IsSparse(hdr) {
+				found = true
+				hdr.Typeflag = tar.TypeReg
+				for k := range hdr.PAXRecords {
+					if strings.HasPrefix(k, "GNU.sparse.") {
+						delete(hdr.PAXRecords, k)
+					}
+				}
+			}
+			hdr.Format = tar.FormatPAX
+			if err := tw.WriteHeader(hdr); err != nil {
+				return nil, false, err
+			}
+			if _, err := io.Copy(tw, tr); err != nil {
+				return nil, false, err
+			}
+		}
+		if err := tw.Close(); err != nil {
+			return nil, false, err
+		}
+		out = append(out, buf.Bytes())
+	}
+	return out, found, nil
+}
+
+// indexLayout indexes layers, the uncompressed streams of l's layers.
+func indexLayout(ctx context.Context, l *Layout, layers [][]byte) (*archive.Indexer, []string, error) {
+	ix := archive.NewIndexer()
+	var digests []string
+	for i, d := range l.Manifest.Layers {
+		digests = append(digests, d.Digest.String())
+		if err := ix.AddLayer(ctx, d.Digest.String(), bytes.NewReader(layers[i])); err != nil {
+			return ix, digests, err
+		}
+	}
+	return ix, digests, nil
+}
+
 // FuzzIndexerMatchesUnpack applies the same layers with Unpack (v1, onto
 // disk) and with archive.Indexer (v2), from a script (see scriptLayers).
 // Either may refuse the layers (each has refusals the other lacks: the
 // unpack fails when a directory it made is replaced in the same layer, the
 // indexer refuses an opaque marker inside a file); but nothing may appear
 // beside the rootfs, and when both succeed their trees must be equal.
+//
+// The indexer must refuse sparse files (archive.ErrSparse), which the
+// unpack expands: its tree must then equal the index of the same layers
+// with each sparse file stored plainly.
 func FuzzIndexerMatchesUnpack(f *testing.F) {
 	f.Add("f a/b/c x\ns l a/b\nf l/d y\nh e l/d\n--\nf a/.wh.b\nd x/ 700\nf x/.wh..wh..opq")
 	f.Add("s up ../../..\nf up/escape x\ns abs /etc\nf abs/passwd x\n--\nh h abs/passwd\nf .wh..wh..opq\nf new n")
@@ -108,14 +215,20 @@ func FuzzIndexerMatchesUnpack(f *testing.F) {
 		if names, _ := os.ReadDir(parent); len(names) > 1 {
 			t.Fatalf("the unpack wrote beside its rootfs: %v", names)
 		}
-		ix := archive.NewIndexer()
-		var errV2 error
-		var digests []string
-		for i, d := range l.Manifest.Layers {
-			digests = append(digests, d.Digest.String())
-			if errV2 = ix.AddLayer(ctx, d.Digest.String(), bytes.NewReader(layers[i])); errV2 != nil {
-				break
+		plain, sparse, err := expandSparse(layers)
+		if err != nil {
+			sparse = false // not a layer archive/tar reads through: no sparse file reached
+		}
+		ix, digests, errV2 := indexLayout(ctx, l, layers)
+		switch {
+		case errors.Is(errV2, archive.ErrSparse):
+			if !sparse {
+				t.Fatalf("the indexer refused a sparse file in layers without one: %v", errV2)
 			}
+			l = writeLayout(t, plain...)
+			ix, digests, errV2 = indexLayout(ctx, l, plain)
+		case sparse && errV2 == nil:
+			t.Fatal("the indexer took a sparse file")
 		}
 		if errV1 != nil || errV2 != nil {
 			return

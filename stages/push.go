@@ -89,25 +89,24 @@ func (p Pusher) Push(ctx context.Context, img Image) (Pushed, error) {
 	if len(tag) > 128 {
 		tag = tag[:128]
 	}
-	host := repo[:strings.Index(repo, "/")]
-	sc, err := p.Options.SystemContext(host)
+	ref, err := p.Options.ParseReference(repo + ":" + tag)
+	if err != nil {
+		return Pushed{}, err
+	}
+	sc, err := p.Options.SystemContext(ref.Context())
 	if err != nil {
 		return Pushed{}, err
 	}
 	sc.CompressionFormat = &compression.Gzip
-	opts := p.StoreOptions
-	if opts == nil {
-		o, err := storage.DefaultStoreOptions()
-		if err != nil {
-			return Pushed{}, fmt.Errorf("reading storage configuration: %w", err)
-		}
-		opts = &o
+	var storeOpts []StoreOption
+	if p.StoreOptions != nil {
+		storeOpts = append(storeOpts, WithStoreOptions(*p.StoreOptions))
 	}
-	store, err := storage.GetStore(*opts)
+	store, release, err := OpenStore(ctx, storeOpts...)
 	if err != nil {
-		return Pushed{}, fmt.Errorf("opening containers-storage: %w", err)
+		return Pushed{}, err
 	}
-	defer func() { _, _ = store.Shutdown(false) }()
+	defer release()
 	src, err := is.Transport.ParseStoreReference(store, img.StoreRef())
 	if err != nil {
 		return Pushed{}, fmt.Errorf("parsing %s: %w", img.Name, err)

@@ -2,6 +2,7 @@ package stages
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -34,7 +35,8 @@ func (c ctxReader) Read(p []byte) (int, error) {
 // Unpack applies the layout's layers in order onto a new rootfs at dir,
 // honouring whiteouts and opaque directories. containers/storage's layer
 // applier resolves every path inside dir (securejoin), so a hostile layer
-// cannot write outside it. Each blob is checked against its digest.
+// cannot write outside it. GNU sparse files are written out whole, holes as
+// zeros (see entryGate). Each blob is checked against its digest.
 func Unpack(ctx context.Context, l *Layout, dir string) error {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return err
@@ -107,6 +109,13 @@ func applyLayer(ctx context.Context, blob string, want digest.Digest, dir string
 //
 // Since it reads every header anyway, it also notes whether the layer has an
 // entry for the root directory itself ("./"), which Unpack needs to know.
+//
+// And it rewrites GNU sparse files, which the applier cannot take: it fails
+// on type 'S' ("unhandled tar header type 83"), and leaves PAX sparse files
+// to its tar reader. The gate hands such an entry on as a plain regular file
+// (a PAX header made from the one archive/tar read, GNU.sparse.* records
+// dropped) whose body is the file as archive/tar expands it, holes read as
+// zeros; every other entry passes byte for byte.
 type entryGate struct {
 	dir  string
 	src  io.Reader
@@ -118,19 +127,28 @@ type entryGate struct {
 	err  error
 	// rootSet records an entry for the root directory.
 	rootSet bool
+	// sparse marks a body being handed on expanded; name and size are
+	// its entry's. skipPad drops the stream's padding after such a body,
+	// whose own padding the gate has sent.
+	sparse  bool
+	name    string
+	size    int64
+	skipPad bool
 }
 
 // recordingReader keeps what is read through it until it is handed on
-// (buf[off:]).
+// (buf[off:]), and counts it.
 type recordingReader struct {
 	r   io.Reader
 	buf []byte
 	off int
+	n   int64
 }
 
 func (r *recordingReader) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
 	r.buf = append(r.buf, p[:n]...)
+	r.n += int64(n)
 	return n, err
 }
 
@@ -140,6 +158,9 @@ func newEntryGate(r io.Reader, dir string) *entryGate {
 }
 
 func (g *entryGate) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil // reading no bytes of a body would never reach its end
+	}
 	for g.rec.off == len(g.rec.buf) {
 		g.rec.buf, g.rec.off = g.rec.buf[:0], 0
 		switch {
@@ -147,6 +168,16 @@ func (g *entryGate) Read(p []byte) (int, error) {
 			return 0, g.err
 		case g.pass:
 			return g.src.Read(p)
+		case g.body && g.sparse:
+			// Hand on the expanded bytes instead of the stored ones.
+			n, err := g.tr.Read(g.buf[:min(len(p), len(g.buf))])
+			g.rec.buf = append(g.rec.buf[:0], g.buf[:n]...)
+			if err == io.EOF {
+				g.rec.buf = append(g.rec.buf, make([]byte, blockPadding(g.size))...)
+				g.body, g.sparse, g.skipPad = false, false, true
+			} else if err != nil {
+				g.err = fmt.Errorf("reading sparse file %q: %w", g.name, err)
+			}
 		case g.body:
 			// The applier is reading (or skipping) the current entry's body.
 			_, err := g.tr.Read(g.buf[:min(len(p), len(g.buf))])
@@ -157,24 +188,81 @@ func (g *entryGate) Read(p []byte) (int, error) {
 			}
 		default:
 			// The applier wants the next header: it is done with the last entry.
-			hdr, err := g.tr.Next()
-			if err != nil {
-				g.pass = true // the end of the archive, or an error the applier will report
-				continue
-			}
-			if err := g.check(hdr); err != nil {
+			if err := g.next(); err != nil {
 				g.err = err
 				return 0, err
 			}
-			if path.Clean("/"+hdr.Name) == "/" {
-				g.rootSet = true
-			}
-			g.body = true
 		}
 	}
 	n := copy(p, g.rec.buf[g.rec.off:])
 	g.rec.off += n
 	return n, nil
+}
+
+// next reads the next header into rec, checks it, and rewrites a sparse
+// file's.
+func (g *entryGate) next() error {
+	// Each header starts on a 512-byte block: what tr reads before it is
+	// the padding after the last entry's body.
+	start := g.rec.n
+	hdr, err := g.tr.Next()
+	pad := min(int(blockPadding(start)), len(g.rec.buf))
+	if g.skipPad {
+		g.rec.off, g.skipPad = pad, false
+	}
+	if err != nil {
+		g.pass = true // the end of the archive, or an error the applier will report
+		return nil
+	}
+	if err := g.check(hdr); err != nil {
+		return err
+	}
+	if path.Clean("/"+hdr.Name) == "/" {
+		g.rootSet = true
+	}
+	g.body = true
+	if !archive.IsSparse(hdr) || hdr.Typeflag != tar.TypeGNUSparse && hdr.Typeflag != tar.TypeReg {
+		// Only a file's body is expanded: archive/tar refuses a sparse
+		// map on a header-only type, and any other entry with GNU.sparse.*
+		// records reaches the applier as it is.
+		return nil
+	}
+	h, err := regularHeader(hdr)
+	if err != nil {
+		return fmt.Errorf("rewriting sparse file %q as a regular file: %w", hdr.Name, err)
+	}
+	g.rec.buf = append(g.rec.buf[:pad], h...)
+	g.sparse, g.name, g.size = true, hdr.Name, hdr.Size
+	return nil
+}
+
+// regularHeader encodes hdr, a sparse file's header as archive/tar read it
+// (hdr.Size the real size), as a regular file's PAX header: PAX keeps every
+// field the applier uses, including sub-second times and xattr records.
+func regularHeader(hdr *tar.Header) ([]byte, error) {
+	h := *hdr
+	h.Typeflag = tar.TypeReg
+	h.Format = tar.FormatPAX
+	h.Xattrs = nil // they are in PAXRecords too
+	h.PAXRecords = map[string]string{}
+	for k, v := range hdr.PAXRecords {
+		if !strings.HasPrefix(k, "GNU.sparse.") {
+			h.PAXRecords[k] = v
+		}
+	}
+	var buf bytes.Buffer
+	// WriteHeader writes the header blocks at once; the body follows from
+	// the gate, so the writer is never closed.
+	if err := tar.NewWriter(&buf).WriteHeader(&h); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// blockPadding is the number of zero bytes that pad n bytes to a whole
+// number of 512-byte tar blocks.
+func blockPadding(n int64) int64 {
+	return -n & 511
 }
 
 // check refuses a whiteout whose directory resolves (as the applier resolves

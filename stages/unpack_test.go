@@ -498,3 +498,200 @@ func TestEntryGateNotesRootEntry(t *testing.T) {
 		})
 	}
 }
+
+// sparseLayer reads one of the GNU tar sparse layers of the hostile corpus
+// (test/hostile/testdata/mksparse.sh).
+func sparseLayer(t *testing.T, format string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "test", "hostile", "testdata", "sparse-"+format+".tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// sparseFiles are the bytes of the sparse layers' files, as mksparse.sh
+// wrote them (`yes WORD | head -c N` at an offset, holes elsewhere).
+func sparseFiles() map[string][]byte {
+	at := func(size int, parts ...any) []byte {
+		b := make([]byte, size)
+		for i := 0; i < len(parts); i += 3 {
+			off, word, n := parts[i].(int), parts[i+1].(string), parts[i+2].(int)
+			copy(b[off:], strings.Repeat(word+"\n", n/len(word)+1)[:n])
+		}
+		return b
+	}
+	return map[string][]byte{
+		"sparse/hole-start":  at(262144, 200000, "hole-start", 1000),
+		"sparse/hole-middle": at(153000, 0, "hole-middle-a", 3000, 150000, "hole-middle-b", 3000),
+		"sparse/hole-end":    at(262144, 0, "hole-end", 3000),
+		"sparse/all-hole":    at(100000),
+		"sparse/after":       []byte("a regular file after the sparse ones\n"),
+	}
+}
+
+var sparseFormats = []string{"gnu", "pax-0.0", "pax-0.1", "pax-1.0"}
+
+func TestUnpackSparse(t *testing.T) {
+	for _, format := range sparseFormats {
+		for _, compress := range []bool{false, true} {
+			name := format
+			layer := sparseLayer(t, format)
+			if compress {
+				name, layer = format+"+gzip", gzipped(t, layer)
+			}
+			t.Run(name, func(t *testing.T) {
+				dir := unpack(t, writeLayout(t, layer))
+				if got, want := listTree(t, dir), []string{"sparse", "sparse/after", "sparse/all-hole",
+					"sparse/hole-end", "sparse/hole-middle", "sparse/hole-start"}; !slices.Equal(got, want) {
+					t.Errorf("unpacked tree = %v, want %v", got, want)
+				}
+				for p, want := range sparseFiles() {
+					got, err := os.ReadFile(filepath.Join(dir, p))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got, want) {
+						t.Errorf("%s: %d bytes, want %d (the first difference at %d)", p, len(got), len(want), firstDiff(got, want))
+					}
+					fi, err := os.Stat(filepath.Join(dir, p))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got, want := fi.Mode(), os.FileMode(0o644); got != want {
+						t.Errorf("%s: mode %v, want %v", p, got, want)
+					}
+					if got, want := fi.ModTime(), time.Unix(1700000000, 0); !got.Equal(want) {
+						t.Errorf("%s: mtime %v, want %v", p, got, want)
+					}
+				}
+			})
+		}
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// TestUnpackSparseThenLayers checks the entries after a rewritten sparse
+// file, in its layer and the next: whiteouts of sparse files, a sparse file
+// replaced by a plain one, and a plain file after them.
+func TestUnpackSparseThenLayers(t *testing.T) {
+	for _, format := range sparseFormats {
+		t.Run(format, func(t *testing.T) {
+			l := writeLayout(t, sparseLayer(t, format),
+				tarLayer(t, fileEntry("sparse/.wh.hole-start", ""), fileEntry("sparse/hole-end", "now plain"), fileEntry("z", "z")))
+			dir := unpack(t, l)
+			want := sparseFiles()
+			delete(want, "sparse/hole-start")
+			want["sparse/hole-end"] = []byte("now plain")
+			want["z"] = []byte("z")
+			if got, wantList := listTree(t, dir), []string{"sparse", "sparse/after", "sparse/all-hole",
+				"sparse/hole-end", "sparse/hole-middle", "z"}; !slices.Equal(got, wantList) {
+				t.Errorf("unpacked tree = %v, want %v", got, wantList)
+			}
+			for p, w := range want {
+				if got, err := os.ReadFile(filepath.Join(dir, p)); err != nil || !bytes.Equal(got, w) {
+					t.Errorf("%s: %d bytes (%v), want %d", p, len(got), err, len(w))
+				}
+			}
+		})
+	}
+}
+
+// TestUnpackSparseDamaged checks that a sparse layer cut short, or with a
+// digest that does not match, fails with a clear error.
+func TestUnpackSparseDamaged(t *testing.T) {
+	for _, format := range sparseFormats {
+		t.Run(format, func(t *testing.T) {
+			layer := sparseLayer(t, format)
+			// Cut inside hole-middle's second run of data: the first 4 KiB
+			// of the layer hold the directory and hole-start's headers.
+			short := layer[:bytes.Index(layer, []byte("hole-middle-b"))+100]
+			l := writeLayout(t, short)
+			err := Unpack(context.Background(), l, filepath.Join(t.TempDir(), "rootfs"))
+			if err == nil || !strings.Contains(err.Error(), "unexpected EOF") {
+				t.Errorf("Unpack(cut short) = %v, want an unexpected EOF", err)
+			}
+
+			l = writeLayout(t, layer)
+			blob := l.BlobPath(l.Manifest.Layers[0].Digest)
+			damaged := bytes.Clone(layer)
+			i := bytes.Index(damaged, []byte("hole-end\n"))
+			damaged[i] = 'H'
+			if err := os.WriteFile(blob, damaged, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			err = Unpack(context.Background(), l, filepath.Join(t.TempDir(), "rootfs"))
+			if err == nil || !strings.Contains(err.Error(), "does not match digest") {
+				t.Errorf("Unpack(damaged) = %v, want a digest mismatch", err)
+			}
+		})
+	}
+}
+
+// TestEntryGateRewritesSparse reads a sparse layer through the gate: what
+// the applier gets must be a tar of plain regular files with the expanded
+// bytes, and the gate must read all of its source.
+func TestEntryGateRewritesSparse(t *testing.T) {
+	for _, format := range sparseFormats {
+		t.Run(format, func(t *testing.T) {
+			layer := sparseLayer(t, format)
+			src := bytes.NewReader(layer)
+			out, err := io.ReadAll(newEntryGate(src, t.TempDir()))
+			if err != nil {
+				t.Fatalf("reading through the gate: %v", err)
+			}
+			if src.Len() != 0 {
+				t.Errorf("the gate left %d bytes of its source unread", src.Len())
+			}
+			if len(out)%512 != 0 {
+				t.Errorf("the gate's stream is %d bytes, not whole blocks", len(out))
+			}
+			want := sparseFiles()
+			tr := tar.NewReader(bytes.NewReader(out))
+			var names []string
+			for {
+				hdr, err := tr.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatalf("reading the gate's stream: %v", err)
+				}
+				names = append(names, hdr.Name)
+				for k := range hdr.PAXRecords {
+					if strings.HasPrefix(k, "GNU.sparse.") {
+						t.Errorf("%s keeps the record %s", hdr.Name, k)
+					}
+				}
+				body, err := io.ReadAll(tr)
+				if err != nil {
+					t.Fatalf("reading %s from the gate's stream: %v", hdr.Name, err)
+				}
+				if hdr.Typeflag == tar.TypeDir {
+					continue
+				}
+				if hdr.Typeflag != tar.TypeReg {
+					t.Errorf("%s has type %q, want a regular file", hdr.Name, hdr.Typeflag)
+				}
+				if hdr.Mode != 0o644 || hdr.Uid != 0 || hdr.Gid != 0 || !hdr.ModTime.Equal(time.Unix(1700000000, 0)) {
+					t.Errorf("%s: mode %o, owner %d:%d, mtime %v; want 0644, 0:0, %v", hdr.Name, hdr.Mode, hdr.Uid, hdr.Gid, hdr.ModTime, time.Unix(1700000000, 0))
+				}
+				if w := want[hdr.Name]; !bytes.Equal(body, w) {
+					t.Errorf("%s: %d bytes, want %d (the first difference at %d)", hdr.Name, len(body), len(w), firstDiff(body, w))
+				}
+			}
+			if wantNames := []string{"sparse/", "sparse/hole-start", "sparse/hole-middle", "sparse/hole-end",
+				"sparse/all-hole", "sparse/after"}; !slices.Equal(names, wantNames) {
+				t.Errorf("entries = %v, want %v", names, wantNames)
+			}
+		})
+	}
+}

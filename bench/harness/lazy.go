@@ -19,6 +19,11 @@ import (
 // every cold read.
 const cmdMount = "$CLIPBUILD mount $WORK/pull-v2.clip $WORK/mnt --cache-dir $WORK/cache"
 
+// cmdNative is how the native rows reach the image's tree: `buildah mount`
+// of a working container of the built image (overlay, in the run's own
+// containers-storage).
+const cmdNative = "buildah from --pull=never --name $CTR $IMAGE; buildah mount $CTR"
+
 // readSet is a set of files read through a mount.
 type readSet struct {
 	name  string
@@ -28,15 +33,20 @@ type readSet struct {
 // readResult is one read of a set through a fresh mount.
 type readResult struct {
 	ttfb, total time.Duration
-	fetched     int64 // bytes the registry sent (through the proxy)
-	cacheBytes  int64 // uncompressed layer data in the cache afterwards
-	layerBytes  int64 // compressed size of the layers in the cache
-	peakRSS     int64 // of `clipbuild mount`
+	// reread is a second read of the same files on the same mount, when
+	// asked for: the kernel's page cache serves it.
+	reread     time.Duration
+	fetched    int64 // bytes the registry sent (through the proxy)
+	cacheBytes int64 // uncompressed layer data in the cache afterwards
+	layerBytes int64 // compressed size of the layers in the cache
+	peakRSS    int64 // of `clipbuild mount`
 }
 
 // lazyMounts reads one file, every tenth file and every file, each on a
 // fresh mount with an empty cache (cold) and then on a fresh mount with the
-// cache the cold read filled (warm).
+// cache the cold read filled (warm); the warm read of every file is read a
+// second time on its mount. The last two sets are then read from the
+// image's own tree (`buildah mount`), the native floor for the warm rows.
 func (s *suite) lazyMounts(ctx context.Context) error {
 	mnt := filepath.Join(s.work, "mnt")
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
@@ -52,14 +62,54 @@ func (s *suite) lazyMounts(ctx context.Context) error {
 	for i := 0; i < len(files); i += 10 {
 		tenth = append(tenth, files[i])
 	}
-	for _, set := range []readSet{
+	sets := []readSet{
 		{"one-file", []string{s.gen.OneFile}},
 		{"10pct", tenth},
 		{"all", files},
-	} {
+	}
+	for _, set := range sets {
 		if err := s.lazySet(ctx, set); err != nil {
 			return err
 		}
+	}
+	return s.nativeReads(ctx, sets[1:])
+}
+
+// nativeReads reads each set from the image's tree as `buildah mount`
+// shows it, with the page cache warm (one unmeasured read first, as the
+// warm mount rows read layer data the cold read left in the page cache).
+func (s *suite) nativeReads(ctx context.Context, sets []readSet) error {
+	ctr := fmt.Sprintf("clipbuild-bench-native-%d", os.Getpid())
+	if _, err := s.r.plain(ctx, "buildah", "from", "--pull=never", "--name", ctr, s.image); err != nil {
+		return err
+	}
+	defer func() {
+		// rm unmounts the container's tree too.
+		if _, err := s.r.plain(context.Background(), "buildah", "rm", ctr); err != nil {
+			s.logf("removing %s: %v", ctr, err)
+		}
+	}()
+	out, err := s.r.plain(ctx, "buildah", "mount", ctr)
+	if err != nil {
+		return err
+	}
+	root := strings.TrimSpace(string(out))
+	for _, set := range sets {
+		smp := newSamples("native-"+set.name, cmdNative)
+		smp.filesRead = len(set.files)
+		if _, _, err := readFiles(root, set.files); err != nil {
+			return fmt.Errorf("%s: %w", smp.name, err)
+		}
+		for i := 0; i < s.o.Runs; i++ {
+			ttfb, total, err := readFiles(root, set.files)
+			if err != nil {
+				return fmt.Errorf("%s: %w", smp.name, err)
+			}
+			smp.time(total)
+			smp.ttfb = append(smp.ttfb, ttfb.Seconds())
+			s.logf("   %s %d: first byte %.3fs, all %.2fs", smp.name, i+1, ttfb.Seconds(), total.Seconds())
+		}
+		s.im.Rows = append(s.im.Rows, smp.row())
 	}
 	return nil
 }
@@ -69,13 +119,20 @@ func (s *suite) lazySet(ctx context.Context, set readSet) error {
 	cold := newSamples("lazy-"+set.name+"-cold", display(cmdMount))
 	warm := newSamples("lazy-"+set.name+"-warm", display(cmdMount))
 	cold.filesRead, warm.filesRead = len(set.files), len(set.files)
+	// The reread of every file shows what the kernel keeps: the same mount,
+	// its page cache and entries filled by the warm read.
+	var reread *samples
+	if set.name == "all" {
+		reread = newSamples("lazy-all-reread", display(cmdMount))
+		reread.filesRead = len(set.files)
+	}
 	cache := filepath.Join(s.work, "cache")
 	for i := 0; i < s.o.Runs; i++ {
 		if err := os.RemoveAll(cache); err != nil {
 			return err
 		}
 		for _, smp := range []*samples{cold, warm} {
-			r, err := s.readThroughMount(ctx, set.files)
+			r, err := s.readThroughMount(ctx, set.files, smp == warm && reread != nil)
 			if err != nil {
 				return fmt.Errorf("%s: %w", smp.name, err)
 			}
@@ -86,16 +143,23 @@ func (s *suite) lazySet(ctx context.Context, set readSet) error {
 			smp.layer = append(smp.layer, r.layerBytes)
 			smp.rss = append(smp.rss, r.peakRSS)
 			s.logf("   %s %d: first byte %.3fs, all %.2fs, %d bytes fetched", smp.name, i+1, r.ttfb.Seconds(), r.total.Seconds(), r.fetched)
+			if smp == warm && reread != nil {
+				reread.time(r.reread)
+				s.logf("   %s %d: all %.2fs", reread.name, i+1, r.reread.Seconds())
+			}
 		}
 	}
 	_ = os.RemoveAll(cache)
 	s.im.Rows = append(s.im.Rows, cold.row(), warm.row())
+	if reread != nil {
+		s.im.Rows = append(s.im.Rows, reread.row())
+	}
 	return nil
 }
 
 // readThroughMount mounts the archive (with $WORK/cache as it is), reads
-// files in order and unmounts. Only the reads are timed.
-func (s *suite) readThroughMount(ctx context.Context, files []string) (readResult, error) {
+// files in order, again if reread, and unmounts. Only the reads are timed.
+func (s *suite) readThroughMount(ctx context.Context, files []string, reread bool) (readResult, error) {
 	var r readResult
 	mnt := filepath.Join(s.work, "mnt")
 	bg, err := s.r.start(s.argv(cmdMount, ""))
@@ -109,6 +173,9 @@ func (s *suite) readThroughMount(ctx context.Context, files []string) (readResul
 	}
 	s.pull.Proxy.Reset()
 	r.ttfb, r.total, err = readFiles(mnt, files)
+	if err == nil && reread {
+		_, r.reread, err = readFiles(mnt, files)
+	}
 	r.fetched = s.pull.Proxy.Reset().Fetched
 	rss, serr := bg.stop(30 * time.Second)
 	unmountIfMounted(mnt)

@@ -253,7 +253,7 @@ var rowOrder = []string{
 	"v1-build-after-bud", "v2-build-after-bud", "buildah-push-registry", "buildah-push-oci",
 	"v2-pull-index", "v1-pull", "gzip-dc", "soci-ztoc", "estargz-convert",
 	"lazy-one-file-cold", "lazy-10pct-cold", "lazy-all-cold", "lazy-one-file-warm",
-	"lazy-10pct-warm", "lazy-all-warm", "buildah-bud",
+	"lazy-10pct-warm", "lazy-all-warm", "lazy-all-reread", "native-10pct", "native-all", "buildah-bud",
 }
 
 func (s *suite) orderRows() {

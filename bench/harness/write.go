@@ -60,13 +60,16 @@ func WriteReport(dir string) error {
 	}
 	var sb strings.Builder
 	renderReport(&sb, all, missing)
-	// The reliability figures come from `make test`, not from this suite;
-	// they are kept in reliability.md and carried into every rendering.
-	if extra, err := os.ReadFile(filepath.Join(dir, "reliability.md")); err == nil {
-		sb.WriteString("\n")
-		sb.Write(extra)
-	} else if !os.IsNotExist(err) {
-		return err
+	// The reliability and indexing figures come from `make test` and Go
+	// benchmarks, not from this suite; they are kept in reliability.md and
+	// indexing.md and carried into every rendering.
+	for _, name := range []string{"reliability.md", "indexing.md"} {
+		if extra, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
+			sb.WriteString("\n")
+			sb.Write(extra)
+		} else if !os.IsNotExist(err) {
+			return err
+		}
 	}
 	return writeFile(filepath.Join(dir, "RESULTS.md"), []byte(sb.String()))
 }

@@ -25,6 +25,7 @@ type buildOptions struct {
 	isolation string
 	secrets   []string
 	registry  string
+	keepImage bool
 	reg       registryFlags
 }
 
@@ -53,6 +54,7 @@ func NewBuildCmd(g *globalOptions) *cobra.Command {
 	f.StringVar(&o.isolation, "isolation", envOr("BUILDAH_ISOLATION", "chroot"), "RUN isolation: chroot, oci or rootless ($BUILDAH_ISOLATION)")
 	f.StringArrayVar(&o.secrets, "secret", nil, "build secret id=ID,src=PATH (repeatable)")
 	f.StringVar(&o.registry, "registry", "", "scratch registry HOST[:PORT][/NAMESPACE] for v2 ($CLIPBUILD_REGISTRY)")
+	f.BoolVar(&o.keepImage, "keep-image", false, "keep the image in buildah's storage when clipbuild named it (no --tag); the default removes it once archived")
 	o.reg.bind(cmd)
 	o.archiveFlags.bind(cmd)
 	return cmd
@@ -125,8 +127,13 @@ func runBuild(cmd *cobra.Command, g *globalOptions, o *buildOptions, contextDir 
 	if _, err := bud.Dockerfile(); err != nil {
 		return err
 	}
+	var buildOpts []pipeline.BuildOption
 	if len(bud.Tags) == 0 {
+		// An image nobody named is a leftover once it is archived.
 		bud.Tags = []string{stages.UniqueName(defaultName(contextDir))}
+		if !o.keepImage {
+			buildOpts = append(buildOpts, pipeline.RemoveImage())
+		}
 	}
 	output, err := o.outputPath(imageBaseName(o.tags0(contextDir)))
 	if err != nil {
@@ -155,7 +162,7 @@ func runBuild(cmd *cobra.Command, g *globalOptions, o *buildOptions, contextDir 
 		archiveStage = pipeline.Fallback(v2, v1)
 	}
 	job := pipeline.NewJob(log, output)
-	res, err := pipeline.Run(ctx, job, pipeline.Sequence("build", pipeline.Build(b, bud), archiveStage))
+	res, err := pipeline.Run(ctx, job, pipeline.Sequence("build", pipeline.Build(b, bud, buildOpts...), archiveStage))
 	if err != nil {
 		return err
 	}

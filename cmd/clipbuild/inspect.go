@@ -55,6 +55,9 @@ func printSummary(g *globalOptions, s archive.Summary) {
 	c := s.Counts
 	fmt.Fprintf(w, "Contents:        %d files (%d hard links), %d dirs, %d symlinks, %d special; %d data bytes\n",
 		c.Files, c.Hardlinks, c.Dirs, c.Symlinks, c.Special, c.DataBytes)
+	if c.XattrInodes > 0 {
+		fmt.Fprintf(w, "Xattrs:          %d inodes with extended attributes\n", c.XattrInodes)
+	}
 	if len(s.Layers) > 0 {
 		fmt.Fprintf(w, "Layers:\n")
 		for _, l := range s.Layers {

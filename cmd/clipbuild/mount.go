@@ -25,7 +25,9 @@ func NewMountCmd(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("mounting %s: %w", args[0], err)
 			}
-			s, err := archive.OpenStorage(a, archive.WithCacheDir(cacheDir), archive.WithRegistryOptions(reg.options(a.Trailer.PlainHTTP)))
+			// Plain HTTP to a registry that is not loopback only with
+			// --tls-verify=false: never because the archive says so.
+			s, err := archive.OpenStorage(a, archive.WithCacheDir(cacheDir), archive.WithRegistryOptions(reg.options(false)))
 			if err != nil {
 				return err
 			}

@@ -1,7 +1,6 @@
 package main
 
 import (
-
 	"github.com/spf13/cobra"
 
 	"github.com/clipbuild/clipbuild/pipeline"
@@ -11,8 +10,9 @@ import (
 // pullOptions are the flags of `clipbuild pull`.
 type pullOptions struct {
 	archiveFlags
-	platform string
-	reg      registryFlags
+	platform        string
+	signaturePolicy string
+	reg             registryFlags
 }
 
 // NewPullCmd is `clipbuild pull`.
@@ -28,6 +28,7 @@ func NewPullCmd(g *globalOptions) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.platform, "platform", "", "platform OS/ARCH[/VARIANT] to pick (the default is the host's)")
+	f.StringVar(&o.signaturePolicy, "signature-policy", "", "signature policy file (the default is containers' policy.json, /etc/containers/policy.json)")
 	o.reg.bind(cmd)
 	o.archiveFlags.bind(cmd)
 	return cmd
@@ -58,8 +59,9 @@ func runPull(cmd *cobra.Command, g *globalOptions, o *pullOptions, image string)
 	if err != nil {
 		return err
 	}
-	v2 := pipeline.PullV2(stages.Indexer{Options: reg, Platform: o.platform})
-	v1 := pipeline.PullV1(stages.Fetcher{Options: reg, Platform: o.platform})
+	policy := stages.Policy{Path: o.signaturePolicy}
+	v2 := pipeline.PullV2(stages.Indexer{Options: reg, Platform: o.platform, Policy: &policy})
+	v1 := pipeline.PullV1(stages.Fetcher{Options: reg, Platform: o.platform, Policy: policy})
 	var chain pipeline.Stage
 	switch settings.Version {
 	case pipeline.Version1:

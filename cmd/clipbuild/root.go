@@ -168,6 +168,6 @@ func (a *archiveFlags) printResult(g *globalOptions, res pipeline.Result) error 
 	if a.json {
 		return json.NewEncoder(g.stdout).Encode(res)
 	}
-	_, err := fmt.Fprintf(g.stdout, "%s: clip v%d, %d bytes (image layers %d bytes)\n", res.Archive, res.ClipVersion, res.ArchiveBytes, res.ImageBytes)
+	_, err := fmt.Fprintf(g.stdout, "%s: clip v%d, %d bytes (image layers %d bytes, %d uncompressed)\n", res.Archive, res.ClipVersion, res.ArchiveBytes, res.ImageBytes, res.UncompressedBytes)
 	return err
 }

@@ -179,7 +179,7 @@ func runCase(t *testing.T, addr string, i int) (v1, v2 outcome, scrub func(strin
 		v2Tree = archiveTree(t, out, img)
 		v2.entries = len(v2Tree)
 	}
-	judge(t, "v2", c, v2.err, v2Tree)
+	judge(t, "v2", c.ForV2(), v2.err, v2Tree)
 
 	if v1.err == nil && v2.err == nil {
 		if d := archive.Diff(normalize(v1Tree), normalize(v2Tree)); len(d) > 0 {

@@ -72,6 +72,18 @@ type Case struct {
 	// Reject matches the errors that are clear rejections of this case;
 	// nil when the image is valid and an error is a failure.
 	Reject *regexp.Regexp
+	// RejectV2, when set, is v2's only correct outcome (an error matching
+	// it) while v1 must make Want: an image v1 holds exactly and v2 cannot
+	// serve, such as one with sparse files.
+	RejectV2 *regexp.Regexp
+}
+
+// ForV2 is the case as v2 must handle it.
+func (c Case) ForV2() Case {
+	if c.RejectV2 != nil {
+		c.Want, c.Reject = nil, c.RejectV2
+	}
+	return c
 }
 
 // Blob is one blob of a written image.
@@ -305,6 +317,7 @@ var (
 	rejectLoop     = regexp.MustCompile(`too many levels of symbolic links|too many (symbolic )?links`)
 	rejectNotDir   = regexp.MustCompile(`is (a (FIFO|device node), )?not a directory`)
 	rejectRoot     = regexp.MustCompile(`non-directory entry as the archive root|non-directory entry for the image root`)
+	rejectSparse   = regexp.MustCompile(`"sparse/hole-start": sparse file: a v2 archive cannot serve it`)
 )
 
 // Cases are the hostile images. outside is an absolute path outside any
@@ -318,7 +331,7 @@ func Cases(outside string) []Case {
 	// reaches the host's /, so climb+o names the outside directory itself.
 	climb := strings.Repeat("../", 64)
 	deep := strings.Repeat("d/", 10000) + "f"
-	return []Case{
+	return append([]Case{
 		{
 			Name:   "dotdot-file",
 			About:  "a file named ../escape",
@@ -658,7 +671,62 @@ func Cases(outside string) []Case {
 			Layers: []Layer{layer(symlinkE("./", O))},
 			Reject: rejectRoot,
 		},
+	}, sparseCases()...)
+}
+
+// sparseCases are GNU tar's sparse files in each of its encodings: v1 must
+// hold them exactly, v2 must refuse them (a v2 node's data is one run of
+// its layer's bytes), never serve the stored bytes as the file's.
+func sparseCases() []Case {
+	files := func(dirs ...string) map[string]archive.Entry {
+		t := map[string]archive.Entry{}
+		for _, d := range dirs {
+			t[d] = dirT(0o755)
+			for p, b := range SparseFiles(d) {
+				t[p] = fileT(0o644, string(b))
+			}
+		}
+		return t
 	}
+	want := files("/sparse")
+	var cases []Case
+	for _, format := range SparseFormats {
+		cases = append(cases, Case{
+			Name: "sparse-" + format,
+			About: "GNU tar --sparse (" + format + "): holes at the start, in the middle, at the end, " +
+				"a file all hole, then a plain file",
+			Layers:   []Layer{{Raw: mustSparseLayer(format), Gzip: format == "pax-1.0"}},
+			Want:     tree(want),
+			RejectV2: rejectSparse,
+		})
+	}
+	cases = append(cases, Case{
+		Name:     "sparse-mixed",
+		About:    "one layer: sparse files in GNU format, then the same in PAX format 1.0 in another directory",
+		Layers:   []Layer{{Raw: mustSparseLayer("mixed")}},
+		Want:     tree(files("/mixed/gnu", "/mixed/pax")), // and /mixed, 0755, as tree adds it
+		RejectV2: regexp.MustCompile(`"mixed/gnu/hole-start": sparse file: a v2 archive cannot serve it`),
+	})
+	after := files("/sparse")
+	delete(after, "/sparse/hole-middle")
+	after["/sparse/hole-end"] = fileT(0o644, "plain now")
+	cases = append(cases, Case{
+		Name:  "sparse-layers-then-changes",
+		About: "the GNU and PAX 0.0 sparse layers, then a layer whiting out one sparse file and replacing another",
+		Layers: []Layer{{Raw: mustSparseLayer("gnu")}, {Raw: mustSparseLayer("pax-0.0"), Gzip: true},
+			layer(fileE("sparse/.wh.hole-middle", ""), fileE("sparse/hole-end", "plain now"))},
+		Want:     tree(after),
+		RejectV2: rejectSparse,
+	})
+	return cases
+}
+
+func mustSparseLayer(format string) []byte {
+	b, err := SparseLayer(format)
+	if err != nil {
+		panic(err) // embedded: only a wrong format name gets here
+	}
+	return b
 }
 
 func withOwner(e archive.Entry, uid, gid uint32) archive.Entry {

@@ -239,6 +239,8 @@ type buildOutput struct {
 	ImageBytes     int64   `json:"imageBytes"`
 	FallbackReason string  `json:"fallbackReason"`
 	Stages         []stage `json:"stages"`
+
+	UncompressedBytes int64 `json:"uncompressedBytes"`
 }
 
 type stage struct {
@@ -293,6 +295,9 @@ func checkBuildOutput(t *testing.T, out buildOutput, workdir, archive, image str
 	}
 	if out.ImageBytes <= 0 {
 		t.Errorf("imageBytes: got %d, want > 0", out.ImageBytes)
+	}
+	if out.UncompressedBytes != out.ImageBytes {
+		t.Errorf("uncompressedBytes: got %d, want imageBytes %d (v1 layers are uncompressed)", out.UncompressedBytes, out.ImageBytes)
 	}
 	if out.FallbackReason != "" {
 		t.Errorf("fallbackReason: got %q, want empty for an explicit --clip-version 1", out.FallbackReason)

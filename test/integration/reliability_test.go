@@ -100,11 +100,36 @@ func checkOutputDir(t *testing.T, dir, want string) (complete bool) {
 	}
 }
 
+// scratchOf lists the entries of tmp that belong to the clipbuild process
+// pid: its scratch tree, clipbuild-<pid>-N.
+func scratchOf(t *testing.T, tmp string, pid int) []string {
+	t.Helper()
+	var names []string
+	for _, n := range tmpEntries(t, tmp) {
+		if strings.HasPrefix(n, fmt.Sprintf("clipbuild-%d-", pid)) {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
+// waitFor polls cond every 20ms until it holds or d has passed.
+func waitFor(d time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
 // TestKillAtRandomLeavesNoPartialArchive SIGKILLs builds (v1 and v2
 // alternately) at random moments and checks that the output directory never
-// holds a partial archive, nor a temporary file. It runs alone, not in
-// parallel, so that it can also count the working containers a killed
-// buildah leaves behind and remove them.
+// holds a partial archive, nor a temporary file. The trials share one
+// TMPDIR: a killed run leaves its scratch tree there, and the next run must
+// remove it, yet never the tree of a run that is still going. It runs
+// alone, not in parallel, so that it can also count the working containers
+// a killed buildah leaves behind and remove them.
 func TestKillAtRandomLeavesNoPartialArchive(t *testing.T) {
 	requirePrerequisites(t)
 	const trials = 50
@@ -125,14 +150,15 @@ func TestKillAtRandomLeavesNoPartialArchive(t *testing.T) {
 	t.Logf("full runs: v1 %v, v2 %v", full["1"], full["2"])
 
 	rng := rand.New(rand.NewPCG(1, 2))
-	var killedBefore, completed int
+	var killedBefore, completed, leftScratch int
+	tmp := t.TempDir()
 	deadline := time.Now().Add(4 * time.Minute)
 	for i := 0; i < trials; i++ {
 		if time.Now().After(deadline) {
 			t.Fatalf("only %d of %d trials fit in the time bound", i, trials)
 		}
 		v := []string{"1", "2"}[i%2]
-		dir, tmp := t.TempDir(), t.TempDir()
+		dir := t.TempDir()
 		out := filepath.Join(dir, "out.clip")
 		delay := time.Duration(rng.Int64N(int64(full[v])))
 		cmd, _ := startBuild(t, tmp, "--layers", "--clip-version", v, "--registry", reg.addr+"/kill", "-t", image, "-o", out, ctx)
@@ -144,7 +170,11 @@ func TestKillAtRandomLeavesNoPartialArchive(t *testing.T) {
 		} else {
 			killedBefore++
 		}
+		if len(scratchOf(t, tmp, cmd.Process.Pid)) > 0 {
+			leftScratch++
+		}
 	}
+	checkStaleScratchRemoved(t, tmp, leftScratch, ctx, image)
 	// A killed buildah is told to stop (parent-death signal) and may leave a
 	// working container; clean those up so later tests start clean.
 	time.Sleep(2 * time.Second)
@@ -155,8 +185,79 @@ func TestKillAtRandomLeavesNoPartialArchive(t *testing.T) {
 	if killedBefore == 0 {
 		t.Errorf("no trial was killed before its archive was in place: the kills landed too late to test anything")
 	}
-	t.Logf("kill-at-random: %d trials, %d killed before the archive was in place, %d complete, 0 partial; %d buildah working containers left by SIGKILL and removed",
-		trials, killedBefore, completed, len(left))
+	t.Logf("kill-at-random: %d trials, %d killed before the archive was in place, %d complete, 0 partial; %d scratch trees left by SIGKILL and removed by later runs; %d buildah working containers left by SIGKILL and removed",
+		trials, killedBefore, completed, leftScratch, len(left))
+}
+
+// checkStaleScratchRemoved runs two builds in tmp, where killed runs left
+// leftScratch scratch trees: a slow one, A, whose start must remove every
+// tree of the killed runs, and while A runs a quick one, B, which must not
+// remove A's tree. Both must succeed and leave tmp empty.
+func checkStaleScratchRemoved(t *testing.T, tmp string, leftScratch int, ctx, image string) {
+	t.Helper()
+	if leftScratch == 0 {
+		t.Fatalf("no killed run left a scratch tree in TMPDIR: the sweep was not exercised")
+	}
+	if len(tmpEntries(t, tmp)) == 0 {
+		// The last trials left nothing: kill one more run once its tree is
+		// there, so that A has a stale tree to remove.
+		c, cOut := startBuild(t, tmp, "--clip-version", "1", "-t", image, "-o", filepath.Join(t.TempDir(), "c.clip"), ctx)
+		made := waitFor(30*time.Second, func() bool { return len(scratchOf(t, tmp, c.Process.Pid)) > 0 })
+		_ = c.Process.Signal(syscall.SIGKILL)
+		_ = c.Wait()
+		if !made || len(scratchOf(t, tmp, c.Process.Pid)) == 0 {
+			t.Fatalf("a run killed after making its scratch tree left none in %s\n%s", tmp, cOut.String())
+		}
+	}
+	t.Logf("before the sweep, TMPDIR holds %q", tmpEntries(t, tmp))
+	slowImage := imageName("kill-slow")
+	removeImageLater(t, slowImage)
+	slowCtx := inlineContext(t, busyboxBase+"RUN sleep 15\n")
+	a, aOut := startBuild(t, tmp, "--clip-version", "1", "-t", slowImage, "-o", filepath.Join(t.TempDir(), "a.clip"), slowCtx)
+	aDone := make(chan error, 1)
+	go func() { aDone <- a.Wait() }()
+	running := func(done chan error) bool {
+		select {
+		case err := <-done:
+			done <- err
+			return false
+		default:
+			return true
+		}
+	}
+	var aScratch []string
+	if !waitFor(30*time.Second, func() bool { aScratch = scratchOf(t, tmp, a.Process.Pid); return len(aScratch) > 0 }) {
+		t.Fatalf("run A made no scratch tree in %s (it holds %q)\n%s", tmp, tmpEntries(t, tmp), aOut.String())
+	}
+	if names := tmpEntries(t, tmp); len(names) != len(aScratch) {
+		t.Errorf("after run A started, TMPDIR holds %q, want only A's %q: the trees of killed runs must go", names, aScratch)
+	}
+	b, bOut := startBuild(t, tmp, "--clip-version", "1", "-t", image, "-o", filepath.Join(t.TempDir(), "b.clip"), ctx)
+	bDone := make(chan error, 1)
+	go func() { bDone <- b.Wait() }()
+	// B sweeps before it makes its own tree.
+	if !waitFor(30*time.Second, func() bool { return len(scratchOf(t, tmp, b.Process.Pid)) > 0 || !running(bDone) }) {
+		t.Fatalf("run B made no scratch tree in %s\n%s", tmp, bOut.String())
+	}
+	if !running(aDone) {
+		t.Fatalf("run A ended before run B swept: the check of a live run's tree proves nothing\n%s", aOut.String())
+	}
+	if got := scratchOf(t, tmp, a.Process.Pid); len(got) != len(aScratch) {
+		t.Errorf("run B removed the scratch tree of the live run A: A's entries %q, were %q", got, aScratch)
+	}
+	for name, done := range map[string]chan error{"B": bDone, "A": aDone} {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run %s: %v\nA:\n%s\nB:\n%s", name, err, aOut.String(), bOut.String())
+			}
+		case <-time.After(buildTimeout):
+			t.Fatalf("run %s did not finish", name)
+		}
+	}
+	if names := tmpEntries(t, tmp); len(names) != 0 {
+		t.Errorf("TMPDIR holds %q after the last runs ended, want nothing", names)
+	}
 }
 
 // TestSignalStopsAndCleansUp interrupts builds with SIGINT and SIGTERM at
@@ -187,8 +288,17 @@ func TestSignalStopsAndCleansUp(t *testing.T) {
 		v := []string{"1", "2"}[(i/2)%2]
 		dir, tmp := t.TempDir(), t.TempDir()
 		out := filepath.Join(dir, "out.clip")
+		started := time.Now()
 		cmd, output := startBuild(t, tmp, "--layers", "--clip-version", v, "--registry", reg.addr+"/sig", "-t", image, "-o", out, ctx)
-		time.Sleep(time.Duration(rng.Int64N(int64(full[v]))))
+		delay := time.Duration(rng.Int64N(int64(full[v])))
+		// A signal that lands before clipbuild has set up its handlers (in
+		// the first milliseconds, while Go and its packages initialise)
+		// kills it as it would any program: the signal waits for its first
+		// output, which comes later.
+		if !waitFor(10*time.Second, func() bool { return output.String() != "" }) {
+			t.Fatalf("trial %d: no output within 10s\n%s", i, output.String())
+		}
+		time.Sleep(delay - time.Since(started))
 		sent := time.Now()
 		_ = cmd.Process.Signal(sig)
 		done := make(chan error, 1)

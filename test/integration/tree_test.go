@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"encoding/hex"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -145,6 +146,25 @@ func (r tree) hardlinked(nlink uint64, rels ...string) {
 		if uint64(st.Nlink) != nlink {
 			r.errorf("%s: nlink: got %d, want %d", rel, st.Nlink, nlink)
 		}
+	}
+}
+
+// xattrs checks the exact set of extended attributes of rel (not following
+// a symlink), as readXattrs lists them; none when want is empty.
+func (r tree) xattrs(rel string, want map[string][]byte) {
+	r.t.Helper()
+	got, err := readXattrs(r.path(rel))
+	if err != nil {
+		r.errorf("%s: %v", rel, err)
+		return
+	}
+	var w []string
+	for name, v := range want {
+		w = append(w, name+"=0x"+hex.EncodeToString(v))
+	}
+	w = slices.Sorted(slices.Values(w))
+	if !slices.Equal(got, w) {
+		r.errorf("%s: xattrs: got %q, want %q", rel, got, w)
 	}
 }
 

@@ -1,0 +1,107 @@
+package archive
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// scanTestLayer is a layer with entries of every size class: empty, under a
+// block, over several blocks, a PAX header (long name) and a directory.
+func scanTestLayer(t *testing.T) ([]byte, map[string]string) {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	files := map[string]string{
+		"etc/empty":                       "",
+		"etc/small":                       "hello\n",
+		"usr/big":                         strings.Repeat("0123456789abcdef", 200),
+		"usr/" + strings.Repeat("n", 150): "long name\n",
+	}
+	mt := time.Unix(1700000000, 0)
+	for _, d := range []string{"etc/", "usr/"} {
+		if err := tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mt}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"etc/empty", "etc/small", "usr/big", "usr/" + strings.Repeat("n", 150)} {
+		body := files[name]
+		if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body)), ModTime: mt}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(tw, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes(), files
+}
+
+func TestScanLayerOffsets(t *testing.T) {
+	raw, files := scanTestLayer(t)
+	var bounds []int64
+	bodies := map[string]string{}
+	s, err := ScanLayer(context.Background(), bytes.NewReader(raw),
+		WithBoundaries(func(off int64) { bounds = append(bounds, off) }),
+		WithEntryBodies(func(e *LayerEntry, body io.Reader) error {
+			b, err := io.ReadAll(body)
+			bodies[e.Header.Name] = string(b)
+			return err
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Size != int64(len(raw)) {
+		t.Errorf("Size = %d, want %d", s.Size, len(raw))
+	}
+	if len(bounds) != len(s.Entries) {
+		t.Fatalf("%d boundaries for %d entries", len(bounds), len(s.Entries))
+	}
+	for i, e := range s.Entries {
+		// A boundary is where the entry's headers start: reading a tar from
+		// there yields this very entry first.
+		hdr, err := tar.NewReader(bytes.NewReader(raw[bounds[i]:])).Next()
+		if err != nil || hdr.Name != e.Header.Name {
+			t.Errorf("entry %d (%s): tar at boundary %d gives %v, %v", i, e.Header.Name, bounds[i], hdr, err)
+		}
+		if i > 0 && bounds[i] <= bounds[i-1] {
+			t.Errorf("boundaries not increasing: %v", bounds)
+		}
+		if want, ok := files[e.Header.Name]; ok {
+			if got := string(raw[e.DataOffset : e.DataOffset+e.Header.Size]); got != want {
+				t.Errorf("%s: bytes at DataOffset %d = %q, want %q", e.Header.Name, e.DataOffset, got, want)
+			}
+			if bodies[e.Header.Name] != want {
+				t.Errorf("%s: body = %q, want %q", e.Header.Name, bodies[e.Header.Name], want)
+			}
+		}
+	}
+}
+
+func TestApplyMatchesAddLayer(t *testing.T) {
+	raw, _ := scanTestLayer(t)
+	ctx := context.Background()
+	direct := NewIndexer()
+	if err := direct.AddLayer(ctx, "sha256:aa", bytes.NewReader(raw)); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ScanLayer(ctx, bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied := NewIndexer()
+	if err := applied.Apply("sha256:aa", s); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(direct.Nodes(), applied.Nodes()); diff != "" {
+		t.Errorf("Apply(ScanLayer) differs from AddLayer (-AddLayer +Apply):\n%s", diff)
+	}
+}
