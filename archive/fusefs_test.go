@@ -531,6 +531,10 @@ func TestFuseMountStatfsAndOptions(t *testing.T) {
 	if st.Flags&unix.ST_RDONLY == 0 {
 		t.Errorf("statfs flags = %#x, want ST_RDONLY", st.Flags)
 	}
+	// A container's rootfs: setuid bits and file capabilities must work.
+	if st.Flags&unix.ST_NOSUID != 0 {
+		t.Errorf("statfs flags = %#x, want no ST_NOSUID", st.Flags)
+	}
 	// Every path is an inode of its own but the two names of the hard link.
 	if got, want := st.Files, uint64(len(a.Nodes())-1); got != want {
 		t.Errorf("statfs files = %d, want the archive's %d inodes", got, want)

@@ -45,12 +45,16 @@ func MountArchive(a *Archive, s Storage, mountpoint string) (*Mount, error) {
 	timeout := cacheTimeout
 	asRoot := os.Geteuid() == 0
 	opts := &fuse.MountOptions{
-		FsName:               "clip:" + a.Path,
-		Name:                 "clipbuild",
-		Options:              []string{"ro", "default_permissions"},
-		AllowOther:           asRoot,
-		DirectMount:          asRoot,
-		DirectMountFlags:     syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
+		FsName:      "clip:" + a.Path,
+		Name:        "clipbuild",
+		Options:     []string{"ro", "default_permissions"},
+		AllowOther:  asRoot,
+		DirectMount: asRoot,
+		// Not nosuid: the mount is a container's root filesystem, where
+		// setuid binaries and file capabilities (security.capability)
+		// must take effect as they do in the image. nodev: device nodes
+		// in an image stay inert; runtimes mount their own /dev.
+		DirectMountFlags:     syscall.MS_RDONLY | syscall.MS_NODEV,
 		MaxBackground:        512,
 		MaxWrite:             fuse.MAX_KERNEL_WRITE,
 		MaxReadAhead:         fuse.MAX_KERNEL_WRITE,
