@@ -61,6 +61,14 @@ type Trailer struct {
 	// clip's node type has no field for them, so they live here, where
 	// clip's reader does not look.
 	Xattrs map[uint64]map[string][]byte `json:"xattrs,omitempty"`
+	// Members lists, by layer blob digest, the independent gzip members of
+	// each seekable layer a v2 build pushed, in blob order: where each lies
+	// in the blob and in the uncompressed layer, and the SHA-256 of its
+	// uncompressed bytes. A range read fetches and inflates only the members
+	// it needs and checks each against its digest. clip's GzipIdxByLayer
+	// holds the same member starts as checkpoints, but no lengths or
+	// digests. Absent for layers that are not seekable (pull).
+	Members map[string][]Member `json:"members,omitempty"`
 }
 
 // Archive is an opened, validated clip archive.

@@ -56,6 +56,21 @@ type Indexer struct {
 	// xattrs holds the extended attributes by inode number, as the entries
 	// set them (see tarXattrs); Xattrs leaves out inodes no path has any more.
 	xattrs map[uint64]map[string][]byte
+	// sparse accepts GNU sparse files as regular files (WithSparseFiles).
+	sparse bool
+}
+
+// IndexerOption configures NewIndexer.
+type IndexerOption func(*Indexer)
+
+// WithSparseFiles makes the indexer take a GNU sparse file as the regular
+// file it expands to, of its logical size, for a v1 archive, which copies
+// the expanded bytes (holes as zeros) into its data section. Its data
+// reference is then only a key (the entry's DataOffset), not a run of
+// bytes a v2 archive could serve. The default refuses sparse files with
+// ErrSparse.
+func WithSparseFiles() IndexerOption {
+	return func(ix *Indexer) { ix.sparse = true }
 }
 
 type indexNode struct {
@@ -72,8 +87,11 @@ type indexNode struct {
 
 // NewIndexer starts an empty tree: a root directory with containers-storage's
 // default mode for a root no layer describes (0555).
-func NewIndexer() *Indexer {
+func NewIndexer(opts ...IndexerOption) *Indexer {
 	ix := &Indexer{nodes: map[string]*indexNode{}, nextIno: 2, inodes: map[uint64]fuse.Attr{}}
+	for _, opt := range opts {
+		opt(ix)
+	}
 	ix.nodes["/"] = &indexNode{ClipNode: &common.ClipNode{Path: "/", NodeType: common.DirNode,
 		Attr: fuse.Attr{Ino: 1, Mode: syscall.S_IFDIR | RootDirDefaultMode}}}
 	return ix
@@ -135,8 +153,8 @@ func checkLen(p string) error {
 }
 
 func (ix *Indexer) addEntry(hdr *tar.Header, digest string, dataOff int64) error {
-	if IsSparse(hdr) {
-		return ErrSparse // whatever the entry is: a v1 unpack expands it
+	if IsSparse(hdr) && !ix.sparse {
+		return ErrSparse // whatever the entry is: a v1 archive expands it
 	}
 	p, err := cleanName(hdr.Name)
 	if err != nil {
@@ -207,7 +225,9 @@ func (ix *Indexer) addEntry(hdr *tar.Header, digest string, dataOff int64) error
 		node.NodeType = common.DirNode
 		node.Attr = ix.attr(hdr, ix.ino())
 		node.Attr.Mode = syscall.S_IFDIR | uint32(hdr.Mode&07777)
-	case tar.TypeReg, tar.TypeRegA:
+	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+		// A sparse entry ('S') gets here only WithSparseFiles; archive/tar
+		// reports its logical size and reads it expanded.
 		node.NodeType = common.FileNode
 		node.Attr = ix.attr(hdr, ix.ino())
 		node.Attr.Mode = syscall.S_IFREG | uint32(hdr.Mode&07777)

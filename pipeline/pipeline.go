@@ -46,7 +46,6 @@ type Job struct {
 	Ref    string       // the image to archive, in a registry (set by push or pull)
 	Tag    string       // the immutable tag push used, if any
 	Layout *stages.Layout
-	Rootfs string
 
 	Result Result
 

@@ -3,9 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
-	"path/filepath"
 
-	"github.com/clipbuild/clipbuild/archive"
 	"github.com/clipbuild/clipbuild/registry"
 	"github.com/clipbuild/clipbuild/stages"
 )
@@ -58,91 +56,62 @@ func Build(b *stages.Buildah, bud stages.BudOptions, opts ...BuildOption) Stage 
 	})
 }
 
-// Export copies the built image from containers-storage to an OCI layout.
-func Export(e stages.Exporter) Stage {
-	return layoutStep("export", func(ctx context.Context, j *Job, dir string) (*stages.Layout, error) {
-		return e.Export(ctx, j.Image.StoreRef(), dir)
-	})
-}
-
-// layoutStep is a stage that makes the job's OCI layout in a scratch
-// directory with get.
-func layoutStep(name string, get func(ctx context.Context, j *Job, dir string) (*stages.Layout, error)) Stage {
-	return Step(name, func(ctx context.Context, j *Job) error {
-		dir, err := j.ScratchDir("layout")
-		if err != nil {
-			return err
-		}
-		l, err := get(ctx, j, dir)
-		if err != nil {
-			return err
-		}
-		uncompressed, err := l.UncompressedLayerBytes(ctx)
-		if err != nil {
-			return err
-		}
-		j.Layout = l
-		j.Result.ManifestDigest = l.ManifestDigest.String()
-		j.Result.ImageBytes = l.LayerBytes()
-		j.Result.UncompressedBytes = uncompressed
-		return nil
-	})
-}
-
-// Unpack unpacks the layout into a scratch rootfs.
-func Unpack() Stage {
-	return Step("unpack", func(ctx context.Context, j *Job) error {
-		dir, err := j.ScratchDir("rootfs")
-		if err != nil {
-			return err
-		}
-		j.Rootfs = filepath.Join(dir, "rootfs")
-		return stages.Unpack(ctx, j.Layout, j.Rootfs)
-	})
-}
-
-// ArchiveV1 writes the self-contained archive of the rootfs.
-func ArchiveV1() Stage {
+// ArchiveFromStore writes the self-contained archive of the built image
+// straight from its layers in containers-storage: nothing is exported or
+// unpacked, and nothing but the archive is written.
+func ArchiveFromStore(a stages.StoreArchiver) Stage {
 	return Step("archive", func(ctx context.Context, j *Job) error {
-		l := j.Layout
-		t := archive.Trailer{
-			Image:          stages.ImageMetadata(j.Result.Image, l.ManifestDigest.String(), l.Manifest, l.Config),
-			ManifestDigest: l.ManifestDigest.String(),
-			Tool:           "clipbuild",
-		}
-		w, err := stages.ArchiveV1(ctx, j.Rootfs, j.Output, t)
+		w, err := a.Archive(ctx, j.Image.StoreRef(), j.Result.Image, j.Output)
 		if err != nil {
 			return err
 		}
-		j.Log.Infof("v1 archive created: %s (%d bytes, %d files, %d dirs)", w.Path, w.Bytes, w.Stats.Files, w.Stats.Dirs)
-		j.Result.Archive = w.Path
-		j.Result.ArchiveBytes = w.Bytes
-		j.Result.ClipVersion = 1
-		j.Result.ImageRef = ""
+		j.setV1(w)
 		return nil
 	})
 }
 
-// V1 is the self-contained chain: export, unpack, archive.
-func V1(e stages.Exporter) Stage {
-	return Sequence("v1", Export(e), Unpack(), ArchiveV1())
-}
-
-// Push pushes the built image to the scratch registry; indexing reads it
-// back by digest.
-func Push(p stages.Pusher) Stage {
-	return Step("push", func(ctx context.Context, j *Job) error {
-		var pushed stages.Pushed
-		err := registry.Retry(ctx, registry.DefaultBackoff, j.Log.Warnf, "pushing", func() (err error) {
-			pushed, err = p.Push(ctx, j.Image)
-			return err
-		})
+// ArchiveFromLayout writes the self-contained archive of the fetched image
+// straight from the layout's blobs, without unpacking them.
+func ArchiveFromLayout() Stage {
+	return Step("archive", func(ctx context.Context, j *Job) error {
+		w, err := stages.ArchiveLayout(ctx, j.Layout, j.Result.Image, j.Output)
 		if err != nil {
 			return err
 		}
-		j.Log.Debugf("pushed %s as %s", j.Image.Name, pushed.Pinned())
-		j.Ref = pushed.Pinned()
-		j.Tag = pushed.Tag
+		j.setV1(w)
+		return nil
+	})
+}
+
+// setV1 records the v1 archive w as the run's result.
+func (j *Job) setV1(w stages.ArchivedV1) {
+	j.Log.Infof("v1 archive created: %s (%d bytes, %d files, %d dirs)", w.Path, w.Bytes, w.Stats.Files, w.Stats.Dirs)
+	j.Result.Archive = w.Path
+	j.Result.ArchiveBytes = w.Bytes
+	j.Result.ClipVersion = 1
+	j.Result.ImageRef = ""
+	j.Result.ManifestDigest = w.ManifestDigest
+	j.Result.ImageBytes = w.ImageBytes
+	j.Result.UncompressedBytes = w.UncompressedBytes
+}
+
+// V1 is the self-contained chain of a build: the archive, from the store.
+func V1(a stages.StoreArchiver) Stage {
+	return Sequence("v1", ArchiveFromStore(a))
+}
+
+// Publish pushes the built image to the scratch registry and writes its
+// metadata-only archive in the same pass over each layer: nothing is read
+// back from the registry. Uploads are retried per layer, inside.
+func Publish(p *stages.Publisher) Stage {
+	return Step("publish", func(ctx context.Context, j *Job) error {
+		j.Log.Infof("Creating index-only archive of %s as it is pushed", j.Image.Name)
+		out, err := p.Publish(ctx, j.Image, j.Output)
+		if err != nil {
+			return err
+		}
+		j.Ref = out.ImageRef
+		j.setV2(out)
 		return nil
 	})
 }
@@ -162,28 +131,44 @@ func Index(x stages.Indexer) Stage {
 		if err != nil {
 			return err
 		}
-		j.Log.Infof("v2 archive created: %s (%d bytes for %d bytes of layers)", out.Path, out.Bytes, out.ImageBytes)
-		j.Result.Archive = out.Path
-		j.Result.ArchiveBytes = out.Bytes
-		j.Result.ClipVersion = 2
-		j.Result.ImageRef = out.ImageRef
-		j.Result.ManifestDigest = out.ManifestDigest
-		j.Result.ImageBytes = out.ImageBytes
-		j.Result.UncompressedBytes = out.UncompressedBytes
+		j.setV2(out)
 		return nil
 	})
 }
 
+// setV2 records a written v2 archive in the result.
+func (j *Job) setV2(out stages.Indexed) {
+	j.Log.Infof("v2 archive created: %s (%d bytes for %d bytes of layers)", out.Path, out.Bytes, out.ImageBytes)
+	j.Result.Archive = out.Path
+	j.Result.ArchiveBytes = out.Bytes
+	j.Result.ClipVersion = 2
+	j.Result.ImageRef = out.ImageRef
+	j.Result.ManifestDigest = out.ManifestDigest
+	j.Result.ImageBytes = out.ImageBytes
+	j.Result.UncompressedBytes = out.UncompressedBytes
+}
+
 // Fetch copies the registry image j.Ref into a scratch OCI layout.
 func Fetch(f stages.Fetcher) Stage {
-	return layoutStep("fetch", func(ctx context.Context, j *Job, dir string) (*stages.Layout, error) {
-		return f.Fetch(ctx, j.Ref, dir)
+	return Step("fetch", func(ctx context.Context, j *Job) error {
+		dir, err := j.ScratchDir("layout")
+		if err != nil {
+			return err
+		}
+		l, err := f.Fetch(ctx, j.Ref, dir)
+		if err != nil {
+			return err
+		}
+		j.Layout = l
+		j.Result.ManifestDigest = l.ManifestDigest.String()
+		j.Result.ImageBytes = l.LayerBytes()
+		return nil
 	})
 }
 
-// BuildV2 is the registry chain of a build: push, then index.
-func BuildV2(p stages.Pusher, x stages.Indexer) Stage {
-	return Sequence("v2", Push(p), Index(x))
+// BuildV2 is the registry chain of a build: one publish stage.
+func BuildV2(p *stages.Publisher) Stage {
+	return Sequence("v2", Publish(p))
 }
 
 // PullV2 indexes a registry image where it sits.
@@ -191,7 +176,7 @@ func PullV2(x stages.Indexer) Stage {
 	return Sequence("v2", Index(x))
 }
 
-// PullV1 copies a registry image locally, unpacks and archives it.
+// PullV1 copies a registry image locally and archives it from its blobs.
 func PullV1(f stages.Fetcher) Stage {
-	return Sequence("v1", Fetch(f), Unpack(), ArchiveV1())
+	return Sequence("v1", Fetch(f), ArchiveFromLayout())
 }

@@ -12,7 +12,7 @@ import (
 
 // FuzzParseReference parses arbitrary image references the way pull and the
 // v2 indexer do (registry.Options.ParseReference) and arbitrary registries
-// and image names the way push does (stages.Pusher.Repository). Errors are
+// and image names the way push does (stages.Publisher.Repository). Errors are
 // fine; a panic is not, and neither is a result that the next step, which
 // re-parses it, would refuse.
 func FuzzParseReference(f *testing.F) {
@@ -66,7 +66,11 @@ func FuzzParseReference(f *testing.F) {
 			}
 		}
 
-		repo, err := stages.Pusher{Registry: ref, Options: registry.DefaultOptions()}.Repository(image)
+		pub, err := stages.NewPublisher(ref, registry.DefaultOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		repo, err := pub.Repository(image)
 		if err != nil {
 			return
 		}

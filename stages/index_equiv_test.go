@@ -42,7 +42,7 @@ func plainLayer(t *testing.T, blob []byte) io.Reader {
 }
 
 // TestIndexerMatchesUnpack applies the same layers twice, once onto disk
-// with Unpack (the v1 path) and once into an index with archive.Indexer (the
+// with Unpack (the reference) and once into an index with archive.Indexer (the
 // v2 path), and checks that the v2 archive, read back through its layers,
 // describes exactly the unpacked tree.
 func TestIndexerMatchesUnpack(t *testing.T) {

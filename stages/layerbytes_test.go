@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -15,7 +18,10 @@ import (
 	"github.com/clipbuild/clipbuild/archive"
 )
 
-func TestUncompressedLayerBytes(t *testing.T) {
+// TestArchiveLayoutCountsUncompressedBytes: ArchiveLayout reports the
+// size of the uncompressed streams it read, whatever the blobs'
+// compression, and the blobs' stored size.
+func TestArchiveLayoutCountsUncompressedBytes(t *testing.T) {
 	small := tarLayer(t, fileEntry("a", "x"))
 	big := tarLayer(t, fileEntry("big", string(bytes.Repeat([]byte("0123456789abcdef"), 10000))))
 	tests := []struct {
@@ -30,23 +36,48 @@ func TestUncompressedLayerBytes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			l := writeLayout(t, tt.layers...)
-			got, err := l.UncompressedLayerBytes(context.Background())
-			if err != nil || got != tt.want {
-				t.Errorf("UncompressedLayerBytes() = %d, %v; want %d, nil", got, err, tt.want)
+			w, err := ArchiveLayout(context.Background(), l, "x", filepath.Join(t.TempDir(), "out.clip"))
+			if err != nil || w.UncompressedBytes != tt.want {
+				t.Errorf("ArchiveLayout() UncompressedBytes = %d, %v; want %d, nil", w.UncompressedBytes, err, tt.want)
+			}
+			if w.ImageBytes != l.LayerBytes() {
+				t.Errorf("ArchiveLayout() ImageBytes = %d, want %d", w.ImageBytes, l.LayerBytes())
 			}
 		})
 	}
 }
 
-func TestUncompressedLayerBytesCorrupt(t *testing.T) {
-	gz := gzipped(t, tarLayer(t, fileEntry("a", "x")))
-	l := writeLayout(t, gz)
-	// A gzip stream cut short: the size cannot be known.
-	if err := os.WriteFile(l.BlobPath(l.Manifest.Layers[0].Digest), gz[:len(gz)/2], 0o644); err != nil {
-		t.Fatal(err)
+// TestArchiveLayoutCorrupt: a blob that is not what the layout says is
+// refused, and no archive is left.
+func TestArchiveLayoutCorrupt(t *testing.T) {
+	plain := tarLayer(t, fileEntry("a", "x"), fileEntry("b", string(bytes.Repeat([]byte("y"), 5000))))
+	gz := gzipped(t, plain)
+	tests := []struct {
+		name   string
+		layer  []byte
+		change func(blob []byte) []byte
+		want   string
+	}{
+		// A gzip stream cut short: the layer cannot be read.
+		{"truncated gzip", gz, func(b []byte) []byte { return b[:len(b)/2] }, "unexpected EOF"},
+		// Same length, other bytes: the digest catches it.
+		{"flipped byte", plain, func(b []byte) []byte { b = bytes.Clone(b); b[len(b)-2000] ^= 1; return b }, "does not match digest"},
 	}
-	if got, err := l.UncompressedLayerBytes(context.Background()); err == nil {
-		t.Errorf("UncompressedLayerBytes() of a truncated gzip layer = %d, nil; want an error", got)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := writeLayout(t, tt.layer)
+			p := l.BlobPath(l.Manifest.Layers[0].Digest)
+			if err := os.WriteFile(p, tt.change(tt.layer), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(t.TempDir(), "out.clip")
+			if _, err := ArchiveLayout(context.Background(), l, "x", out); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("ArchiveLayout() = %v, want an error containing %q", err, tt.want)
+			}
+			if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("Stat(output) = %v, want it absent", err)
+			}
+		})
 	}
 }
 

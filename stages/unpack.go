@@ -33,9 +33,10 @@ func (c ctxReader) Read(p []byte) (int, error) {
 }
 
 // Unpack applies the layout's layers in order onto a new rootfs at dir,
-// honouring whiteouts and opaque directories. containers/storage's layer
-// applier resolves every path inside dir (securejoin), so a hostile layer
-// cannot write outside it. GNU sparse files are written out whole, holes as
+// honouring whiteouts and opaque directories. It is the reference unpack
+// the tests compare v1 and v2 archives with; no run unpacks anything.
+// containers/storage's layer applier resolves every path inside dir
+// (securejoin), so a hostile layer cannot write outside it. GNU sparse files are written out whole, holes as
 // zeros (see entryGate). Each blob is checked against its digest.
 func Unpack(ctx context.Context, l *Layout, dir string) error {
 	if err := os.Mkdir(dir, 0o755); err != nil {

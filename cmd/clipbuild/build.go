@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -144,22 +143,15 @@ func runBuild(cmd *cobra.Command, g *globalOptions, o *buildOptions, contextDir 
 		return err
 	}
 	reg := o.reg.options(settings.RegistryInsecure)
-	v1 := pipeline.V1(stages.Exporter{})
-	v2 := pipeline.BuildV2(stages.Pusher{Registry: settings.Registry, Options: reg}, stages.Indexer{Options: reg, Platform: o.platform})
-	var archiveStage pipeline.Stage
-	switch {
-	case settings.Version == pipeline.Version1:
-		archiveStage = v1
-	case settings.Version == pipeline.Version2:
-		if settings.Registry == "" {
-			return errors.New("clip version 2 needs a registry: give --registry HOST[:PORT][/NAMESPACE], $CLIPBUILD_REGISTRY or imageService.buildRegistry")
-		}
-		archiveStage = v2
-	case settings.Registry == "":
-		log.Info("no registry configured: producing a v1 archive")
-		archiveStage = v1
-	default:
-		archiveStage = pipeline.Fallback(v2, v1)
+	v1 := pipeline.V1(stages.StoreArchiver{})
+	publisher, err := stages.NewPublisher(settings.Registry, reg, stages.WithPublishLog(log))
+	if err != nil {
+		return err
+	}
+	v2 := pipeline.BuildV2(publisher)
+	archiveStage, err := pipeline.ChooseBuild(settings, v1, v2, log)
+	if err != nil {
+		return err
 	}
 	job := pipeline.NewJob(log, output)
 	res, err := pipeline.Run(ctx, job, pipeline.Sequence("build", pipeline.Build(b, bud, buildOpts...), archiveStage))

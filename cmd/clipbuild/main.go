@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -22,6 +23,7 @@ func main() {
 	if reexec.Init() {
 		return
 	}
+	limitMemory()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	root := NewRootCmd(os.Stdout, os.Stderr)
 	root.SetArgs(defaultToBuild(root, os.Args[1:]))
@@ -43,6 +45,19 @@ func main() {
 		code = ec.ExitCode()
 	}
 	os.Exit(code)
+}
+
+// defaultMemoryLimit is the Go runtime's soft memory limit unless
+// $GOMEMLIMIT sets one. A build's live heap is the tree plus bounded
+// buffers (tens of MB for 50k files); without a limit the collector lets
+// the heap grow to twice that before it runs, which measured 155 MB peak
+// RSS on a 50k-file image, and 116 MB with the limit, at no cost in time.
+const defaultMemoryLimit = 80 << 20
+
+func limitMemory() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 }
 
 // oneLine keeps the error on the single last line of stderr that scripts read.

@@ -62,15 +62,7 @@ func runPull(cmd *cobra.Command, g *globalOptions, o *pullOptions, image string)
 	policy := stages.Policy{Path: o.signaturePolicy}
 	v2 := pipeline.PullV2(stages.Indexer{Options: reg, Platform: o.platform, Policy: &policy})
 	v1 := pipeline.PullV1(stages.Fetcher{Options: reg, Platform: o.platform, Policy: policy})
-	var chain pipeline.Stage
-	switch settings.Version {
-	case pipeline.Version1:
-		chain = v1
-	case pipeline.Version2:
-		chain = v2
-	default:
-		chain = pipeline.Fallback(v2, v1)
-	}
+	chain := pipeline.ChoosePull(settings, v1, v2)
 	job := pipeline.NewJob(log, output)
 	job.Ref = image
 	job.Result.Image = image
