@@ -34,9 +34,11 @@ deps: ## install the system packages clipbuild needs (apt-get; idempotent)
 build: ## build bin/clipbuild
 	$(GO) build -o $(BIN) ./cmd/clipbuild
 
-test: deps build $(CONFORMANCE) ## run unit and integration tests (integration needs root, buildah, FUSE)
+test: deps build $(CONFORMANCE) ## run unit and integration tests, then the rootless lane (needs root, buildah, FUSE)
 	CLIPBUILD_BIN=$(CURDIR)/$(BIN) CLIPBUILD_CONFORMANCE_BIN=$(CURDIR)/$(CONFORMANCE) \
-	  $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	  $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v /test/rootless)
+	@# The rootless lane: a new user with subordinate ids runs builds, verify, pull and mounts (test/rootless).
+	CLIPBUILD_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m -v -run '^TestRootlessLane$$' ./test/rootless/
 
 $(CONFORMANCE):
 	GOBIN=$(CURDIR)/bin GOFLAGS=-buildvcs=false $(GO) install github.com/opencontainers/distribution-spec/conformance@$(CONFORMANCE_VERSION)

@@ -2,6 +2,7 @@ package archive
 
 import (
 	"context"
+	"os"
 	"path"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/beam-cloud/clip/pkg/common"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hanwen/go-fuse/v2/splice"
 )
 
 // cacheTimeout is how long the kernel may trust what the filesystem told
@@ -19,12 +21,16 @@ import (
 // while it is mounted, so this is only bounded to keep the numbers sane.
 const cacheTimeout = 24 * time.Hour
 
+// spliceHeader is the size of the header of a reply to a read.
+const spliceHeader = 16
+
 // archiveFS is the read-only tree of one archive, built once at mount: one
 // node per inode (hard links share theirs), children sorted by name, and
 // file data read through a Storage. Nothing here changes after newArchiveFS
 // returns, so every method may run concurrently without locks.
 type archiveFS struct {
 	storage Storage
+	ranges  fileRanger // the storage, if its bytes lie in files
 	root    *fsNode
 	// files and blocks are what statfs reports: the number of inodes and
 	// the data size in 4 KiB blocks.
@@ -60,6 +66,7 @@ type fsChild struct {
 // links; a directory is always an inode of its own.
 func newArchiveFS(a *Archive, s Storage) (*archiveFS, error) {
 	afs := &archiveFS{storage: s}
+	afs.ranges, _ = s.(fileRanger)
 	type linkKey struct {
 		ino  uint64
 		kind uint32
@@ -230,12 +237,47 @@ func (n *fsNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32,
 }
 
 // Read reads straight from the storage, which clamps to the file's end.
+// Bytes that lie in a file on disk are spliced from its page cache to the
+// kernel when go-fuse can splice them whole (spliceFits).
 func (n *fsNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if n.afs.ranges != nil {
+		file, pos, size, err := n.afs.ranges.fileRange(n.clip, off, len(dest))
+		if err != nil {
+			return nil, syscall.EIO
+		}
+		if file != nil && size == 0 {
+			return fuse.ReadResultData(nil), 0
+		}
+		if file != nil && spliceFits(pos, size) {
+			return fuse.ReadResultFd(file.Fd(), pos, size), 0
+		}
+	}
 	got, err := n.afs.storage.ReadFile(n.clip, dest, off)
 	if err != nil {
 		return nil, syscall.EIO
 	}
 	return fuse.ReadResultData(dest[:got]), 0
+}
+
+// spliceFits reports whether go-fuse can splice the size bytes at pos of a
+// file to the kernel in one go. It moves them through a pipe that it sizes
+// to the reply header, the bytes and one page, which the kernel rounds up to
+// a power of two pages, and the pipe must also hold the header's page and
+// one page for each page of the file the bytes touch. A splice that does
+// not fit fails (go-fuse then logs it and copies) or, in later go-fuse
+// versions, comes back short and is sent as a short read: the end of file.
+func spliceFits(pos int64, size int) bool {
+	page := int64(os.Getpagesize())
+	want := int64(spliceHeader) + int64(size) + page
+	if size <= 0 || want > int64(splice.MaxPipeSize()) {
+		return false
+	}
+	slots := int64(1)
+	for slots*page < want {
+		slots *= 2
+	}
+	touched := (pos+int64(size)-1)/page - pos/page + 1
+	return 1+touched <= slots
 }
 
 func (n *fsNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {

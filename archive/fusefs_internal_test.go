@@ -2,12 +2,14 @@ package archive
 
 import (
 	"errors"
+	"os"
 	"syscall"
 	"testing"
 
 	"github.com/beam-cloud/clip/pkg/common"
 	"github.com/google/go-cmp/cmp"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hanwen/go-fuse/v2/splice"
 )
 
 // lookupFS answers every lookup with status, the way go-fuse's bridge
@@ -139,6 +141,57 @@ func TestNewArchiveFSCorrupt(t *testing.T) {
 	} {
 		if _, err := newArchiveFS(a, nil); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("newArchiveFS(%s) = %v, want ErrCorrupt", name, err)
+		}
+	}
+}
+
+// Both storages serve their bytes from files, so mounts splice them.
+var (
+	_ fileRanger = (*localStorage)(nil)
+	_ fileRanger = (*remoteStorage)(nil)
+)
+
+// TestSpliceFits checks which reads go to go-fuse as spliceable: those
+// whose pipe holds the header's page and every page the bytes touch.
+func TestSpliceFits(t *testing.T) {
+	page := os.Getpagesize()
+	for _, tc := range []struct {
+		name string
+		pos  int64
+		size int
+		want bool
+	}{
+		{"empty", 0, 0, false},
+		{"one byte", 5, 1, true},
+		{"one aligned page", int64(page), page, true},
+		{"three pages less 20, aligned", 0, 3*page - 20, true},
+		// 16+3p-20+p bytes round up to 4 pages: the header and 4 touched
+		// pages do not fit.
+		{"three pages less 20, touching four", 100, 3*page - 20, false},
+		{"three pages less 20, touching four at the end", int64(page) - 1, 3*page - 20, false},
+		{"three pages, unaligned: 8 pages of pipe", 100, 3 * page, true},
+		// Whenever the largest read fits the pipe limit at all, it fits
+		// touching one page more than its own.
+		{"the largest read, unaligned", 100, spliceMaxRead(), spliceMaxRead()+spliceHeader+page <= splice.MaxPipeSize()},
+		{"the pipe size", 0, splice.MaxPipeSize(), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := spliceFits(tc.pos, tc.size); got != tc.want {
+				t.Errorf("spliceFits(%d, %d) = %v, want %v", tc.pos, tc.size, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSpliceMaxRead(t *testing.T) {
+	got := spliceMaxRead()
+	page := os.Getpagesize()
+	if got%page != 0 || got < 128<<10 || got > fuse.MAX_KERNEL_WRITE {
+		t.Fatalf("spliceMaxRead() = %d, want a multiple of %d between 128 KiB and %d", got, page, fuse.MAX_KERNEL_WRITE)
+	}
+	if splice.Resizable() && splice.MaxPipeSize() <= fuse.MAX_KERNEL_WRITE {
+		if want := (splice.MaxPipeSize() - spliceHeader - page) / page * page; got != want {
+			t.Errorf("spliceMaxRead() = %d, want %d: the pipe limit %d less the header and a page", got, want, splice.MaxPipeSize())
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hanwen/go-fuse/v2/splice"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,8 +30,15 @@ type Mount struct {
 // listings and file pages) for as long as the mount lives, since an archive
 // never changes. Permission checks are left to the kernel
 // (default_permissions), and as root the mount is mounted directly (no
-// fusermount3) and visible to other users, as a container runtime needs.
-func MountArchive(a *Archive, s Storage, mountpoint string) (*Mount, error) {
+// fusermount3) and visible to other users, as a container runtime needs;
+// other users mount through fusermount3 (see MountOption).
+func MountArchive(a *Archive, s Storage, mountpoint string, options ...MountOption) (*Mount, error) {
+	mo := mountOptions{allowOther: os.Geteuid() == 0}
+	for _, o := range options {
+		if err := o(&mo); err != nil {
+			return nil, err
+		}
+	}
 	st, err := os.Stat(mountpoint)
 	if err != nil {
 		return nil, fmt.Errorf("mount point: %w", err)
@@ -42,13 +50,18 @@ func MountArchive(a *Archive, s Storage, mountpoint string) (*Mount, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating filesystem: %w", err)
 	}
+	mo.mapRootOwner(afs.root)
 	timeout := cacheTimeout
+	maxRead := fuse.MAX_KERNEL_WRITE
+	if afs.ranges != nil {
+		maxRead = spliceMaxRead()
+	}
 	asRoot := os.Geteuid() == 0
 	opts := &fuse.MountOptions{
 		FsName:      "clip:" + a.Path,
 		Name:        "clipbuild",
 		Options:     []string{"ro", "default_permissions"},
-		AllowOther:  asRoot,
+		AllowOther:  mo.allowOther,
 		DirectMount: asRoot,
 		// Not nosuid: the mount is a container's root filesystem, where
 		// setuid binaries and file capabilities (security.capability)
@@ -56,8 +69,8 @@ func MountArchive(a *Archive, s Storage, mountpoint string) (*Mount, error) {
 		// in an image stay inert; runtimes mount their own /dev.
 		DirectMountFlags:     syscall.MS_RDONLY | syscall.MS_NODEV,
 		MaxBackground:        512,
-		MaxWrite:             fuse.MAX_KERNEL_WRITE,
-		MaxReadAhead:         fuse.MAX_KERNEL_WRITE,
+		MaxWrite:             maxRead,
+		MaxReadAhead:         maxRead,
 		EnableSymlinkCaching: true,
 	}
 	rawFS := fs.NewNodeFS(afs.root, &fs.Options{
@@ -80,23 +93,37 @@ func MountArchive(a *Archive, s Storage, mountpoint string) (*Mount, error) {
 		return nil, fmt.Errorf("mounting %s: %w", mountpoint, err)
 	}
 	if asRoot {
-		raiseReadahead(mountpoint)
+		raiseReadahead(mountpoint, maxRead)
 	}
 	return m, nil
 }
 
+// spliceMaxRead is the largest read request that go-fuse can splice whole
+// (see spliceFits), up to the kernel's 1 MiB: with the default pipe size
+// limit of 1 MiB, 1016 KiB. Splicing the bytes from the archive's (or the
+// layer's) page cache instead of copying them through a buffer makes large
+// files about a third faster to read, which outweighs the extra requests.
+func spliceMaxRead() int {
+	page := os.Getpagesize()
+	n := (splice.MaxPipeSize() - spliceHeader - page) / page * page
+	if !splice.Resizable() || n < 128<<10 || n > fuse.MAX_KERNEL_WRITE {
+		return fuse.MAX_KERNEL_WRITE
+	}
+	return n
+}
+
 // raiseReadahead lets the kernel read ahead as much as one request carries
-// (1 MiB) rather than the 128 KiB it allows a FUSE mount by default, which
-// no mount option changes: the limit is the read_ahead_kb of the mount's
-// backing device in sysfs, which only root may write. It is best effort: a
-// mount that keeps the default is only slower on large files.
-func raiseReadahead(mountpoint string) {
+// (maxRead bytes) rather than the 128 KiB it allows a FUSE mount by default,
+// which no mount option changes: the limit is the read_ahead_kb of the
+// mount's backing device in sysfs, which only root may write. It is best
+// effort: a mount that keeps the default is only slower on large files.
+func raiseReadahead(mountpoint string, maxRead int) {
 	var st unix.Stat_t
 	if unix.Stat(mountpoint, &st) != nil {
 		return
 	}
 	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
-	_ = os.WriteFile(p, []byte(strconv.Itoa(fuse.MAX_KERNEL_WRITE>>10)), 0)
+	_ = os.WriteFile(p, []byte(strconv.Itoa(maxRead>>10)), 0)
 }
 
 // Done is closed when the filesystem stops serving, whether by Unmount or

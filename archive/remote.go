@@ -12,6 +12,7 @@ import (
 
 	"github.com/beam-cloud/clip/pkg/common"
 	godigest "github.com/opencontainers/go-digest"
+	"github.com/sirupsen/logrus"
 	storarchive "go.podman.io/storage/pkg/archive"
 
 	"github.com/clipbuild/clipbuild/registry"
@@ -67,6 +68,24 @@ func (s *remoteStorage) ReadFile(node *common.ClipNode, dest []byte, off int64) 
 		return n, fmt.Errorf("reading %s from layer %s: %w", node.Path, r.LayerDigest, err)
 	}
 	return n, nil
+}
+
+// fileRange returns where node's bytes lie in its cached uncompressed layer,
+// fetching the layer if needed, as ReadFile does.
+func (s *remoteStorage) fileRange(node *common.ClipNode, off int64, size int) (*os.File, int64, int, error) {
+	if node.Remote == nil {
+		return nil, 0, 0, nil
+	}
+	r := node.Remote
+	if off >= r.ULength {
+		return nil, 0, 0, nil
+	}
+	f, err := s.layer(r.LayerDigest)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	pos, n := clampRange(r.UOffset, r.ULength, off, size)
+	return f, pos, n, nil
 }
 
 // layer returns the uncompressed layer file, fetching it if needed.
@@ -148,6 +167,47 @@ type storageOptions struct {
 	cacheDir string
 	timeout  time.Duration
 	blobs    BlobOpener
+	spanDir  string
+	spanSize int64
+	ranger   BlobRanger
+	log      *logrus.Entry
+}
+
+// WithSpanCacheDir sets where inflated spans of seekable layers are kept,
+// shared by every mount on the host. The default is
+// $XDG_CACHE_HOME/clipbuild/spans.
+func WithSpanCacheDir(dir string) StorageOption {
+	return func(so *storageOptions) error {
+		if dir != "" {
+			so.spanDir = dir
+		}
+		return nil
+	}
+}
+
+// WithSpanCacheSize bounds the span cache in bytes; least recently used
+// spans are evicted past it. The default is the smaller of 2 GiB and 10%
+// of the cache's filesystem.
+func WithSpanCacheSize(n int64) StorageOption {
+	return func(so *storageOptions) error {
+		if n < 0 {
+			return fmt.Errorf("span cache size %d is negative", n)
+		}
+		so.spanSize = n
+		return nil
+	}
+}
+
+// WithBlobRanger replaces the ranged registry reader (for tests and
+// proxies). The default reads from the registry named in the archive.
+func WithBlobRanger(r BlobRanger) StorageOption {
+	return func(so *storageOptions) error { so.ranger = r; return nil }
+}
+
+// WithStorageLog sets where read errors are logged. The default is
+// logrus's standard logger.
+func WithStorageLog(l *logrus.Entry) StorageOption {
+	return func(so *storageOptions) error { so.log = l; return nil }
 }
 
 // StorageOption configures OpenStorage.
@@ -203,7 +263,7 @@ func OpenStorage(a *Archive, opts ...StorageOption) (Storage, error) {
 	// a.Trailer.PlainHTTP is not consulted: the archive is data anyone can
 	// write (only CRC-checked), and letting it ask for plain HTTP would send
 	// the user's saved credentials for its registry in clear.
-	so := storageOptions{registry: registry.DefaultOptions(), cacheDir: DefaultCacheDir(), timeout: 10 * time.Minute}
+	so := storageOptions{registry: registry.DefaultOptions(), cacheDir: DefaultCacheDir(), spanDir: DefaultSpanCacheDir(), timeout: 10 * time.Minute}
 	for _, o := range opts {
 		if err := o(&so); err != nil {
 			return nil, err
@@ -212,14 +272,42 @@ func OpenStorage(a *Archive, opts ...StorageOption) (Storage, error) {
 	if a.Version() == 1 {
 		return newLocalStorage(a)
 	}
+	repo := strings.TrimSuffix(a.OCI.RegistryURL, "/") + "/" + a.OCI.Repository
 	blobs := so.blobs
 	if blobs == nil {
-		repo := strings.TrimSuffix(a.OCI.RegistryURL, "/") + "/" + a.OCI.Repository
 		b, err := registry.NewBlobs(repo, so.registry)
 		if err != nil {
 			return nil, fmt.Errorf("archive registry: %w", err)
 		}
 		blobs = b
 	}
-	return &remoteStorage{meta: a.Metadata, blobs: blobs, cacheDir: so.cacheDir, timeout: so.timeout, layers: map[string]*cachedLayer{}}, nil
+	whole := &remoteStorage{meta: a.Metadata, blobs: blobs, cacheDir: so.cacheDir, timeout: so.timeout, layers: map[string]*cachedLayer{}}
+	// Seekable layers (built by clipbuild: the trailer lists their gzip
+	// members) are read by byte range, a member at a time; others (pulled
+	// images, one gzip stream a layer) are fetched whole, as are all layers
+	// when a caller replaced the blob opener but gave no ranged reader.
+	if len(a.Trailer.Members) == 0 || (so.blobs != nil && so.ranger == nil) {
+		return whole, nil
+	}
+	log := so.log
+	if log == nil {
+		log = logrus.NewEntry(logrus.StandardLogger())
+	}
+	ranger := so.ranger
+	if ranger == nil {
+		rr, err := registry.NewRangeReader(repo, so.registry, registry.WithRangeLog(log))
+		if err != nil {
+			return nil, fmt.Errorf("archive registry: %w", err)
+		}
+		ranger = rr
+	}
+	copts := []SpanCacheOption{WithSpanLog(log)}
+	if so.spanSize > 0 {
+		copts = append(copts, WithCacheSize(so.spanSize))
+	}
+	cache, err := OpenSpanCache(so.spanDir, copts...)
+	if err != nil {
+		return nil, err
+	}
+	return newRangedStorage(a.Metadata, a.Trailer.Members, ranger, cache, whole, withRangedLog(log))
 }

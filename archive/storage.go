@@ -47,9 +47,35 @@ func (s *localStorage) ReadFile(node *common.ClipNode, dest []byte, off int64) (
 	return n, nil
 }
 
+// fileRange returns where node's bytes lie in the archive file.
+func (s *localStorage) fileRange(node *common.ClipNode, off int64, size int) (*os.File, int64, int, error) {
+	pos, n := clampRange(node.DataPos, node.DataLen, off, size)
+	return s.f, pos, n, nil
+}
+
 func (s *localStorage) Metadata() *common.ClipArchiveMetadata { return s.meta }
 func (s *localStorage) CachedLocally() bool                   { return true }
 func (s *localStorage) Cleanup() error                        { return s.f.Close() }
+
+// fileRanger is implemented by a Storage whose file contents lie as they
+// are in a file on disk, so that a mount can splice them from that file's
+// page cache to the kernel instead of copying them through a buffer. It is
+// optional: without it, reads go through ReadFile.
+type fileRanger interface {
+	// fileRange returns where the bytes that a read of size bytes at off
+	// of node gets lie: n bytes at pos in f, n 0 past the node's end. A nil
+	// f means they are not in a file: read them with ReadFile.
+	fileRange(node *common.ClipNode, off int64, size int) (f *os.File, pos int64, n int, err error)
+}
+
+// clampRange returns where a read of size bytes at off gets its bytes from
+// data of the given length at start of a file: n bytes at pos.
+func clampRange(start, length, off int64, size int) (pos int64, n int) {
+	if off >= length {
+		return start + length, 0
+	}
+	return start + off, int(min(int64(size), length-off))
+}
 
 // nodeReader reads a node's contents sequentially through a Storage.
 type nodeReader struct {

@@ -49,13 +49,18 @@ type Job struct {
 
 	Result Result
 
-	scratch  *scratch
-	cleanups []func(context.Context) error
+	scratch   *scratch
+	cleanups  []func(context.Context) error
+	heartbeat *heartbeat
 }
 
 // NewJob starts a job that writes its archive to output.
-func NewJob(log *logrus.Entry, output string) *Job {
-	return &Job{Log: log, Output: output, Result: Result{Stages: []StageTiming{}}}
+func NewJob(log *logrus.Entry, output string, opts ...JobOption) *Job {
+	j := &Job{Log: log, Output: output, Result: Result{Stages: []StageTiming{}}}
+	for _, opt := range opts {
+		opt(j)
+	}
+	return j
 }
 
 // ScratchDir returns a new directory for intermediate files, removed when the
@@ -171,15 +176,17 @@ func (s sequence) Run(ctx context.Context, j *Job) error {
 	return nil
 }
 
-// runTimed runs st and records how long it took; a composite stage records
-// its parts instead.
+// runTimed runs st and records how long it took, with the job's heartbeat
+// ticking meanwhile; a composite stage records its parts instead.
 func runTimed(ctx context.Context, j *Job, st Stage) error {
 	if _, nested := st.(composite); nested {
 		return st.Run(ctx, j)
 	}
 	start := time.Now()
 	j.Log.Debugf("stage %s", st.Name())
+	stop := j.heartbeat.start(j.Log, st.Name(), start)
 	err := st.Run(ctx, j)
+	stop()
 	j.Result.Stages = append(j.Result.Stages, StageTiming{Name: st.Name(), Seconds: time.Since(start).Seconds()})
 	return err
 }

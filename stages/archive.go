@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/beam-cloud/clip/pkg/common"
@@ -42,6 +43,10 @@ type StoreArchiver struct {
 	// StoreOptions selects the store; the default is the one buildah uses
 	// (DefaultStoreOptions).
 	StoreOptions *storage.StoreOptions
+	// Progress is told how many of the layers' uncompressed bytes the
+	// first read (the one that builds the tree) has read. The default
+	// reports nothing.
+	Progress ProgressFunc
 }
 
 // Archive writes the archive of image (a store reference, see
@@ -66,9 +71,10 @@ func (a StoreArchiver) Archive(ctx context.Context, image, name, output string) 
 	if err != nil {
 		return ArchivedV1{}, fmt.Errorf("image %s: %w", shortID(img.ID), err)
 	}
+	progress := newProgressCounter(a.Progress, img.UncompressedBytes())
 	streams := make([]archive.LayerStream, len(img.Layers))
 	for i, l := range img.Layers {
-		streams[i] = archive.LayerStream{Digest: l.DiffID.String(), Open: l.Open}
+		streams[i] = archive.LayerStream{Digest: l.DiffID.String(), Open: firstReadCounted(l.Open, progress)}
 	}
 	w, err := writeV1(ctx, streams, output, v1Trailer(name, img.ManifestDigest.String(), m, img.Config))
 	if err != nil {
@@ -76,6 +82,22 @@ func (a StoreArchiver) Archive(ctx context.Context, image, name, output string) 
 	}
 	n := img.UncompressedBytes()
 	return ArchivedV1{Written: w, ManifestDigest: img.ManifestDigest.String(), ImageBytes: n, UncompressedBytes: n}, nil
+}
+
+// firstReadCounted counts the bytes of the first stream open returns: the
+// archive writer reads a layer a second time only for the file bodies that
+// survive, which is not known up front, so only the first read is progress.
+func firstReadCounted(open func(context.Context) (io.ReadCloser, error), progress *progressCounter) func(context.Context) (io.ReadCloser, error) {
+	var once sync.Once
+	return func(ctx context.Context) (io.ReadCloser, error) {
+		rc, err := open(ctx)
+		if err != nil {
+			return nil, err
+		}
+		counted := rc
+		once.Do(func() { counted = progress.reader(rc) })
+		return counted, nil
+	}
 }
 
 // OCIManifest is the image's stored manifest (OCI or Docker schema 2) as

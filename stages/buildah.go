@@ -87,7 +87,12 @@ func (t *tailWriter) last() string {
 // run executes buildah with args, streaming its stderr (and, when stream is
 // set, its stdout) to the user, and returns its stdout.
 func (b *Buildah) run(ctx context.Context, stream bool, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, b.path, args...)
+	// buildah opens exactly the store clipbuild opens (StoreOptionsInUse).
+	store, err := StoreOptionsInUse()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, b.path, append(BuildahStoreArgs(store), args...)...)
 	// On cancellation buildah gets SIGTERM and time to remove its working
 	// container and mounts; only then is it killed.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
@@ -107,8 +112,8 @@ func (b *Buildah) run(ctx context.Context, stream bool, args ...string) (string,
 	if stream {
 		cmd.Stdout = io.MultiWriter(userOut, &stdout)
 	}
-	b.log.Debugf("running buildah %s", strings.Join(args, " "))
-	err := cmd.Run()
+	b.log.Debugf("running %s", strings.Join(cmd.Args, " "))
+	err = cmd.Run()
 	if err == nil {
 		return stdout.String(), nil
 	}
@@ -132,7 +137,18 @@ type BudOptions struct {
 	Platform   string
 	Layers     *bool // nil leaves buildah's default.
 	Isolation  string
-	Secrets    []string
+	// Secrets (id=ID,src=PATH) and SSH (default|ID[=SOCKET|KEY[,KEY]])
+	// reach buildah as its own --secret and --ssh, never as build
+	// arguments: buildah keeps build arguments in the image's history.
+	Secrets []string
+	SSH     []string
+	// Labels and Annotations are K=V; labels go into the image config,
+	// annotations into its manifest.
+	Labels      []string
+	Annotations []string
+	// BuildContexts are NAME=VALUE: a directory, an image or a URL that
+	// COPY --from=NAME and FROM NAME read.
+	BuildContexts []string
 }
 
 // Image is a built image in containers-storage.
@@ -303,6 +319,18 @@ func BudArgs(o BudOptions, dockerfile, iidfile string) []string {
 	}
 	for _, s := range o.Secrets {
 		args = append(args, "--secret", s)
+	}
+	for _, s := range o.SSH {
+		args = append(args, "--ssh", s)
+	}
+	for _, l := range o.Labels {
+		args = append(args, "--label", l)
+	}
+	for _, a := range o.Annotations {
+		args = append(args, "--annotation", a)
+	}
+	for _, c := range o.BuildContexts {
+		args = append(args, "--build-context", c)
 	}
 	return append(args, o.ContextDir)
 }

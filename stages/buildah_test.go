@@ -38,6 +38,18 @@ func TestBudArgs(t *testing.T) {
 		{"isolation", BudOptions{ContextDir: "/ctx", Isolation: "chroot"}, args("--isolation", "chroot")},
 		{"secrets", BudOptions{ContextDir: "/ctx", Secrets: []string{"id=a,src=/a", "id=b,src=/b"}},
 			args("--secret", "id=a,src=/a", "--secret", "id=b,src=/b")},
+		{"ssh", BudOptions{ContextDir: "/ctx", SSH: []string{"default", "git=/run/agent.sock"}},
+			args("--ssh", "default", "--ssh", "git=/run/agent.sock")},
+		{"labels", BudOptions{ContextDir: "/ctx", Labels: []string{"a=1", "b=two words"}},
+			args("--label", "a=1", "--label", "b=two words")},
+		{"annotations", BudOptions{ContextDir: "/ctx", Annotations: []string{"org.opencontainers.image.source=x"}},
+			args("--annotation", "org.opencontainers.image.source=x")},
+		{"build contexts", BudOptions{ContextDir: "/ctx", BuildContexts: []string{"extra=/dir", "base=docker-image://img"}},
+			args("--build-context", "extra=/dir", "--build-context", "base=docker-image://img")},
+		// Secrets never become build arguments: buildah records those in
+		// the image's history.
+		{"secret is not a build arg", BudOptions{ContextDir: "/ctx", Secrets: []string{"id=s,src=/s"}, SSH: []string{"default"}},
+			args("--secret", "id=s,src=/s", "--ssh", "default")},
 		{"everything", BudOptions{
 			ContextDir: "/ctx",
 			File:       "/elsewhere/Dockerfile.dev", // BudArgs takes the resolved path argument, not File

@@ -51,6 +51,7 @@ type publishOptions struct {
 	push        []registry.PushOption
 	backoff     registry.Backoff
 	log         *logrus.Entry
+	progress    ProgressFunc
 }
 
 // PublishOption configures a Publisher.
@@ -130,6 +131,16 @@ func WithPublishLog(l *logrus.Entry) PublishOption {
 		if l != nil {
 			o.log = l
 		}
+		return nil
+	}
+}
+
+// WithPublishProgress is told how many of the image's uncompressed layer
+// bytes are pushed; a layer already in the registry counts as done at once.
+// The default reports nothing.
+func WithPublishProgress(fn ProgressFunc) PublishOption {
+	return func(o *publishOptions) error {
+		o.progress = fn
 		return nil
 	}
 }
@@ -317,11 +328,12 @@ func (p *Publisher) publishLayers(ctx context.Context, pusher *registry.Pusher, 
 		cache = &layerCache{dir: p.o.cacheDir, settings: p.settings(), host: host, repo: pusher.Repository(), log: p.o.log}
 	}
 	layers := make([]publishedLayer, len(si.Layers))
+	progress := newProgressCounter(p.o.progress, si.UncompressedBytes())
 	var cached int
 	var pushed int64
 	for i, l := range si.Layers {
 		what := fmt.Sprintf("layer %d of %d (%s)", i+1, len(si.Layers), l.DiffID.Encoded()[:12])
-		pl, hit, err := p.publishLayer(ctx, pusher, cache, l, what)
+		pl, hit, err := p.publishLayer(ctx, pusher, cache, l, what, progress)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -349,16 +361,19 @@ func (p *Publisher) settings() string {
 // publishLayer returns the cached layer if the registry still has its
 // blob (and reports the hit), else runs the layer's pass, retrying the
 // whole pass when the upload fails transiently, and caches the result.
-func (p *Publisher) publishLayer(ctx context.Context, pusher *registry.Pusher, cache *layerCache, l StoreLayer, what string) (*publishedLayer, bool, error) {
+func (p *Publisher) publishLayer(ctx context.Context, pusher *registry.Pusher, cache *layerCache, l StoreLayer, what string, progress *progressCounter) (*publishedLayer, bool, error) {
 	if cache != nil {
 		if pl := cache.lookup(ctx, pusher, l.DiffID); pl != nil {
 			p.o.log.Debugf("%s: already in %s as %s (cached)", what, pusher.Repository(), pl.BlobDigest)
+			progress.add(max(l.Size, 0))
 			return pl, true, nil
 		}
 	}
 	var pl *publishedLayer
+	mark := progress.mark()
 	err := registry.Retry(ctx, p.o.backoff, p.o.log.Warnf, "publishing "+what, func() (err error) {
-		pl, err = p.pass(ctx, pusher, l)
+		progress.rewind(mark)
+		pl, err = p.pass(ctx, pusher, l, progress)
 		return err
 	})
 	if err != nil {
@@ -386,7 +401,7 @@ type upload struct {
 // tar scanner reads the same bytes and tells the writer where entries
 // start. The upload's failure is the pass's error, so that it can be told
 // from a bad layer and retried.
-func (p *Publisher) pass(ctx context.Context, pusher *registry.Pusher, l StoreLayer) (*publishedLayer, error) {
+func (p *Publisher) pass(ctx context.Context, pusher *registry.Pusher, l StoreLayer, progress *progressCounter) (*publishedLayer, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pr, pw := io.Pipe()
@@ -403,7 +418,7 @@ func (p *Publisher) pass(ctx context.Context, pusher *registry.Pusher, l StoreLa
 	}()
 	sw := archive.NewSeekableWriter(pw, archive.WithMemberSize(p.o.memberSize),
 		archive.WithCompressionLevel(p.o.level), archive.WithConcurrency(p.o.compressors))
-	scan, err := scanInto(ctx, l, sw)
+	scan, err := scanInto(ctx, l, sw, progress)
 	if err != nil {
 		pw.CloseWithError(err) // the upload stops and deletes its session
 		_ = sw.Close()
@@ -431,11 +446,12 @@ func (p *Publisher) pass(ctx context.Context, pusher *registry.Pusher, l StoreLa
 // scanInto reads the layer's diff to its end (which checks its diff ID),
 // writing every byte to w and reporting entry starts to it, and closes the
 // diff stream, releasing the store's lock.
-func scanInto(ctx context.Context, l StoreLayer, w *archive.SeekableWriter) (*archive.LayerScan, error) {
+func scanInto(ctx context.Context, l StoreLayer, w *archive.SeekableWriter, progress *progressCounter) (*archive.LayerScan, error) {
 	rc, err := l.Open(ctx)
 	if err != nil {
 		return nil, err
 	}
+	rc = progress.reader(rc)
 	// The buffer makes the store's reads large; the tee above it passes the
 	// scanner's reads on as they are, so entry starts reach the writer
 	// right after their bytes.

@@ -23,7 +23,7 @@ type storeOptions struct {
 type StoreOption func(*storeOptions) error
 
 // WithStoreOptions opens the store o describes instead of buildah's
-// default one. The default is DefaultStoreOptions.
+// default one. The default is StoreOptionsInUse.
 func WithStoreOptions(o storage.StoreOptions) StoreOption {
 	return func(so *storeOptions) error {
 		if o.GraphRoot == "" || o.RunRoot == "" {
@@ -74,7 +74,7 @@ func OpenStore(ctx context.Context, opts ...StoreOption) (storage.Store, func(),
 		return nil, nil, err
 	}
 	if so.store == nil {
-		o, err := DefaultStoreOptions()
+		o, err := StoreOptionsInUse()
 		if err != nil {
 			return nil, nil, err
 		}

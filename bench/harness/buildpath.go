@@ -5,13 +5,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+
+	"github.com/clipbuild/clipbuild/bench/imagegen"
 )
 
 // Command templates of the build path (see suite.argv).
 const (
 	cmdBud = "buildah bud --layers --isolation chroot -t $IMAGE $WORK/context"
-	cmdV1  = "$CLIPBUILD build --layers --isolation chroot -t $IMAGE --clip-version 1 -o $WORK/v1.clip --json $WORK/context"
-	cmdV2  = "$CLIPBUILD build --layers --isolation chroot -t $IMAGE --clip-version 2 --registry $PROXY/bench -o $WORK/v2.clip --json $WORK/context"
+	// cmdRebud is cmdBud after imagegen.Revise changed the last layer.
+	cmdRebud = "buildah bud --layers --isolation chroot -t $IMAGE $WORK/context"
+	cmdV1    = "$CLIPBUILD build --layers --isolation chroot -t $IMAGE --clip-version 1 -o $WORK/v1.clip --json $WORK/context"
+	cmdV2    = "$CLIPBUILD build --layers --isolation chroot -t $IMAGE --clip-version 2 --registry $PROXY/bench -o $WORK/v2.clip --json $WORK/context"
 	// buildah push with what clipbuild's push uses: an OCI manifest and
 	// gzip layers.
 	cmdPushRegistry = "buildah push --tls-verify=false --format oci $IMAGE docker://$PROXY/$REPO:latest"
@@ -50,7 +55,7 @@ func (s *suite) buildPath(ctx context.Context) error {
 	return nil
 }
 
-// buildV1: the time is the sum of export, unpack and archive.
+// buildV1: the time is the archive stage (every stage but the bud).
 func (s *suite) buildV1(ctx context.Context) error {
 	smp := newSamples("v1-build-after-bud", display(cmdV1))
 	for i := 0; i < s.o.Runs; i++ {
@@ -74,36 +79,114 @@ func (s *suite) buildV1(ctx context.Context) error {
 	return nil
 }
 
-// buildV2: the time is the sum of push and index, into a new registry
-// each run (a registry that has the blobs would skip the upload).
+// buildV2: the time is the publish stage (every stage but the bud), into
+// a new registry with an empty publish cache each run (a registry that has
+// the blobs, or a cache that names them, would skip the work). Each run is
+// followed by a rebuild with a new last layer into the same registry, with
+// the cache the first build left (see rebuild).
 func (s *suite) buildV2(ctx context.Context) error {
 	smp := newSamples("v2-build-after-bud", display(cmdV2))
+	re := newSamples("v2-rebuild-last-layer", display(cmdRebud)+"; "+display(cmdV2))
 	for i := 0; i < s.o.Runs; i++ {
 		err := s.withRegistry(fmt.Sprintf("registry-v2-%d", i), func(reg *registry) error {
-			m, err := s.r.timed(ctx, s.argv(cmdV2, reg.Proxy.Addr), nil)
-			if err != nil {
+			if err := os.RemoveAll(s.publishCache()); err != nil {
 				return err
 			}
-			c := reg.Proxy.Reset()
-			r, err := parseResult(m.Stdout, 2)
-			if err != nil {
+			if err := s.measureV2(ctx, reg, smp); err != nil {
 				return err
 			}
-			smp.process(m)
-			addStages(smp, r)
-			smp.archive = append(smp.archive, r.ArchiveBytes)
-			smp.sent = append(smp.sent, c.Sent)
-			smp.fetched = append(smp.fetched, c.Fetched)
-			_ = os.Remove(filepath.Join(s.work, "v2.clip"))
-			s.logf("   v2 build %d: %.1fs after bud, %d bytes sent, %d fetched", i+1, smp.seconds[i], c.Sent, c.Fetched)
-			return nil
+			s.logf("   v2 build %d: %.1fs after bud, %d bytes sent, %d fetched, %d blob bytes", i+1, smp.seconds[i], smp.sent[i], smp.fetched[i], smp.blob[i])
+			return s.rebuild(ctx, reg, re, i+1)
 		})
 		if err != nil {
 			return err
 		}
 	}
-	s.im.Rows = append(s.im.Rows, smp.row())
+	s.im.Rows = append(s.im.Rows, smp.row(), re.row())
 	return nil
+}
+
+// measureV2 runs one v2 build against reg and records it in smp: stages,
+// bytes through the proxy, the archive, and the layer blobs of the
+// manifest it pushed (read from the registry directly, not counted).
+func (s *suite) measureV2(ctx context.Context, reg *registry, smp *samples) error {
+	m, err := s.r.timed(ctx, s.argv(cmdV2, reg.Proxy.Addr), nil)
+	if err != nil {
+		return err
+	}
+	c := reg.Proxy.Reset()
+	r, err := parseResult(m.Stdout, 2)
+	if err != nil {
+		return err
+	}
+	layers, err := reg.manifest(ctx, s.repo, r.ManifestDigest)
+	if err != nil {
+		return fmt.Errorf("the manifest clipbuild pushed: %w", err)
+	}
+	var blobs int64
+	for _, l := range layers {
+		blobs += l.Size
+	}
+	smp.process(m)
+	addStages(smp, r)
+	smp.archive = append(smp.archive, r.ArchiveBytes)
+	smp.sent = append(smp.sent, c.Sent)
+	smp.fetched = append(smp.fetched, c.Fetched)
+	smp.blob = append(smp.blob, blobs)
+	if p := layersPushed(m.Log); p != "" {
+		smp.pushed = p
+	}
+	_ = os.Remove(filepath.Join(s.work, "v2.clip"))
+	return nil
+}
+
+// pushedLog is clipbuild's summary of a publish.
+var pushedLog = regexp.MustCompile(`pushed (\d+) of (\d+) layers to `)
+
+// layersPushed reads "N of M" from a build's log, or "" when it is not
+// there.
+func layersPushed(log string) string {
+	b, err := os.ReadFile(log)
+	if err != nil {
+		return ""
+	}
+	if m := pushedLog.FindSubmatch(b); m != nil {
+		return fmt.Sprintf("%s of %s", m[1], m[2])
+	}
+	return ""
+}
+
+// rebuild is the rebuild row's run n: the context's last layer changes
+// (imagegen.Revise: the last RUN also writes a small file), buildah bud
+// --layers builds it (every earlier layer a cache hit), and the v2 build
+// runs again into reg with the publish cache the first build left. The
+// original Dockerfile is then restored and built again (all cache hits),
+// so the image every later row measures is the original.
+func (s *suite) rebuild(ctx context.Context, reg *registry, smp *samples, n int) error {
+	if _, err := imagegen.Revise(s.gen, n+1); err != nil {
+		return err
+	}
+	restore := func() error {
+		if err := os.WriteFile(filepath.Join(s.gen.Dir, "Dockerfile"), []byte(s.gen.Dockerfile), 0o644); err != nil {
+			return err
+		}
+		_, err := s.r.plain(ctx, s.argv(cmdBud, "")...)
+		return err
+	}
+	m, err := s.r.timed(ctx, s.argv(cmdRebud, ""), nil)
+	if err != nil {
+		_ = restore()
+		return err
+	}
+	budSeconds := m.Wall.Seconds()
+	smp.stage("buildah bud (new last layer)", budSeconds)
+	if err := s.measureV2(ctx, reg, smp); err != nil {
+		_ = restore()
+		return err
+	}
+	i := len(smp.seconds) - 1
+	s.logf("   v2 rebuild %d: bud %.1fs, then %.1fs after bud, %s layers pushed, %d bytes sent, %d fetched", n, budSeconds, smp.seconds[i], smp.pushed, smp.sent[i], smp.fetched[i])
+	return restore()
 }
 
 // pushRegistry is the baseline for v2's push: the same image to the same
@@ -117,11 +200,20 @@ func (s *suite) pushRegistry(ctx context.Context) error {
 				return err
 			}
 			c := reg.Proxy.Reset()
+			layers, err := reg.manifest(ctx, s.repo, "latest")
+			if err != nil {
+				return fmt.Errorf("the manifest buildah pushed: %w", err)
+			}
+			var blobs int64
+			for _, l := range layers {
+				blobs += l.Size
+			}
 			smp.process(m)
 			smp.time(m.Wall)
 			smp.sent = append(smp.sent, c.Sent)
 			smp.fetched = append(smp.fetched, c.Fetched)
-			s.logf("   buildah push (registry) %d: %.1fs, %d bytes sent", i+1, m.Wall.Seconds(), c.Sent)
+			smp.blob = append(smp.blob, blobs)
+			s.logf("   buildah push (registry) %d: %.1fs, %d bytes sent, %d blob bytes", i+1, m.Wall.Seconds(), c.Sent, blobs)
 			return nil
 		})
 		if err != nil {

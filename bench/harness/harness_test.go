@@ -85,3 +85,38 @@ func TestReport(t *testing.T) {
 		}
 	}
 }
+
+func TestTargets(t *testing.T) {
+	sec := func(v float64) *Stat { return &Stat{Min: v, Median: v, Max: v} }
+	im := &Image{CompressedBytes: 1000, Rows: []Row{
+		{Name: "v2-build-after-bud", Seconds: sec(2), BytesFetched: ptr[int64](5), BlobBytes: ptr[int64](1040), PeakRSSBytes: ptr[int64](140e6)},
+		{Name: "v2-rebuild-last-layer", Seconds: sec(0.8), BytesFetched: ptr[int64](20), PeakRSSBytes: ptr[int64](90e6)},
+		{Name: "buildah-push-registry", Seconds: sec(2.5), BlobBytes: ptr[int64](1000)},
+		{Name: "buildah-push-oci", Seconds: sec(1)},
+	}}
+	got := map[string]string{}
+	for _, tg := range targets(im, "medium") {
+		got[tg.from+" "+tg.limit] = tg.result()
+	}
+	for _, c := range []struct{ from, limit, want string }{
+		{"`v2-build-after-bud` / `buildah-push-registry`", "≤ 1.0× (0.7×)", "pass"},
+		{"`v1-build-after-bud` / `buildah-push-oci`", "≤ 1.5× (1.0×)", "not measured"},
+		{"`v2-build-after-bud` fetched / the image's gzip layer bytes", "≤ 1%", "pass"},
+		{"`v2-rebuild-last-layer` fetched / the image's gzip layer bytes", "≤ 1%", "fail"},
+		{"`v2-rebuild-last-layer` / `v2-build-after-bud`", "≤ 0.3×", "fail"},
+		{"sum of the layer sizes in the manifests `v2-build-after-bud` and `buildah-push-registry` pushed", "≤ 1.05×", "pass"},
+	} {
+		if g := got[c.from+" "+c.limit]; g != c.want {
+			t.Errorf("%s %s: got %q, want %q", c.from, c.limit, g, c.want)
+		}
+	}
+	var rss []string
+	for _, tg := range targets(im, "medium") {
+		if tg.scale == "large" {
+			rss = append(rss, tg.result())
+		}
+	}
+	if want := []string{"pass (the limit is for large)", "pass (the limit is for large)", "not measured"}; strings.Join(rss, ",") != strings.Join(want, ",") {
+		t.Errorf("peak RSS results: got %q, want %q", rss, want)
+	}
+}

@@ -23,6 +23,7 @@ type Measured struct {
 	Wall    time.Duration
 	PeakRSS int64 // bytes; the largest of the command and its children
 	Stdout  []byte
+	Log     string // the file the command's stderr went to
 }
 
 // runner runs commands under GNU time, logging their stderr to a file.
@@ -62,7 +63,7 @@ func (r *runner) timed(ctx context.Context, argv []string, stdout io.Writer) (Me
 	if err != nil {
 		return Measured{}, err
 	}
-	return Measured{Wall: wall, PeakRSS: rss, Stdout: buf.Bytes()}, nil
+	return Measured{Wall: wall, PeakRSS: rss, Stdout: buf.Bytes(), Log: logPath}, nil
 }
 
 // plain runs argv untimed (setup steps), returning its stdout.

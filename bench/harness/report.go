@@ -7,9 +7,10 @@ import (
 
 // rowMeaning says what each row's time covers, for the report.
 var rowMeaning = []struct{ name, what string }{
-	{"v1-build-after-bud", "`clipbuild build --clip-version 1`: sum of its `export`, `unpack` and `archive` stages (from `--json`). The `build` stage (buildah bud, a layer-cache hit after the first bud: it still hashes the context) is shown with the stages but left out of the time."},
-	{"v2-build-after-bud", "`clipbuild build --clip-version 2`: sum of its `push` and `index` stages, into a new empty registry each run. Bytes: sent = uploaded by push, fetched = downloaded by push's checks and by index reading every layer back."},
-	{"buildah-push-registry", "`buildah push` of the same image (OCI manifest, gzip layers, as clipbuild pushes) to a new empty registry each run, whole process."},
+	{"v1-build-after-bud", "`clipbuild build --clip-version 1`: its stages other than `build` (from `--json`; today one, `archive`, written straight from the layers in containers-storage). The `build` stage (buildah bud, a layer-cache hit after the first bud: it still hashes the context) is shown with the stages but left out of the time."},
+	{"v2-build-after-bud", "`clipbuild build --clip-version 2`: its stages other than `build` (today one, `publish`: each layer compressed, hashed, uploaded and indexed in one pass), into a new empty registry each run, with an empty publish cache (`$XDG_CACHE_HOME/clipbuild/publish`, under the run's directory). Bytes: sent = uploaded, fetched = everything the registry sent back (manifests, blobs, error bodies). Blobs = the sum of the layer sizes in the manifest it pushed."},
+	{"v2-rebuild-last-layer", "After each `v2-build-after-bud` run, into the same registry with the publish cache that run left: the Dockerfile's last RUN also writes a small file (`bench/imagegen` `Revise`), `buildah bud --layers` builds it (only the last layer is new; its time is the first stage shown), then the same `clipbuild build --clip-version 2`; the time is its stages other than `build`. Pushed = layers it compressed and uploaded (from its log). The original Dockerfile is then restored and built again (cache hits) before anything else is measured."},
+	{"buildah-push-registry", "`buildah push` of the same image (OCI manifest, gzip layers, as clipbuild pushes) to a new empty registry each run, whole process. Blobs = the sum of the layer sizes in the manifest it pushed."},
 	{"buildah-push-oci", "`buildah push` of the same image to a new `oci:` layout each run (gzip layers), whole process. Out = the layout's bytes."},
 	{"v2-pull-index", "`clipbuild pull --clip-version 2`: its `index` stage (manifest, then every layer streamed from the registry, gunzipped, read as tar, archive written)."},
 	{"v1-pull", "`clipbuild pull --clip-version 1`: sum of `fetch` (registry → OCI layout), `unpack` and `archive`."},
@@ -39,7 +40,7 @@ func renderReport(sb *strings.Builder, all []*Results, missing []string) {
 	w("## How it is measured\n\n")
 	w("- The image is generated offline from a fixed seed (`bench/imagegen`): `FROM scratch`, the host's static busybox, large random files, ~2.4 KB text files, a file deleted by a later layer (a whiteout). It is built once with `buildah bud --layers --isolation chroot`; the build-path rows run `clipbuild build --layers` after that, so their `build` stage is a layer-cache hit and is not counted.\n")
 	w("- Registries are clipbuild's embedded registry (`clipbuild registry serve`, filesystem storage) on 127.0.0.1, with a byte-counting reverse proxy (`bench/proxy`, in the harness process) in front; clients are given the proxy's address. Bytes are HTTP body bytes: *sent* = request bodies (uploads), *fetched* = response bodies (manifests, blobs). The proxy's copying shares the 2 CPUs with what is measured, for clipbuild and buildah alike.\n")
-	w("- Push measurements use a new, empty registry per run; pull, peers and mounts read one registry holding the image, pushed once by `buildah push`.\n")
+	w("- Push measurements use a new, empty registry per run (and v2 builds an empty publish cache: `XDG_CACHE_HOME` points into the run's directory); pull, peers and mounts read one registry holding the image, pushed once by `buildah push`.\n")
 	w("- Cold mounts: a new cache directory and a new mount per run; warm: a new mount over the cache the cold read left. Files are read by the harness, sequentially, each to the end.\n")
 	w("- Other processes on the host are not stopped; the 1-minute load average before and after each run is recorded.\n\n")
 	w("| row | what its time is |\n|---|---|\n")
@@ -64,11 +65,11 @@ func renderScale(sb *strings.Builder, r *Results) {
 	w("- Software: clipbuild %s; %s; %s; %s; soci-snapshotter %s; estargz %s\n", sw.Clipbuild, sw.Buildah, sw.Go, sw.Gzip, sw.SOCI, sw.Estargz)
 	w("- Runs per row: %d; the whole suite took %.0f s\n\n", r.Runs, r.WallSeconds)
 	for i := range r.Images {
-		renderImage(sb, &r.Images[i])
+		renderImage(sb, &r.Images[i], r.Scale)
 	}
 }
 
-func renderImage(sb *strings.Builder, im *Image) {
+func renderImage(sb *strings.Builder, im *Image, scale string) {
 	w := func(format string, args ...any) { fmt.Fprintf(sb, format, args...) }
 	w("### Image `%s`\n\n", im.Name)
 	w("%s uncompressed (%d bytes of layer tar), %s as gzip layers in the registry (%d bytes), %d layers, %d regular files. One-file reads read `%s` (6 bytes).", human(im.ImageBytes), im.ImageBytes, human(im.CompressedBytes), im.CompressedBytes, len(im.Layers), im.Files, im.OneFile)
@@ -79,6 +80,10 @@ func renderImage(sb *strings.Builder, im *Image) {
 	w("| layer | gzip bytes |\n|---|---|\n")
 	for _, l := range im.Layers {
 		w("| `%s` | %d (%s) |\n", shortDigest(l.Digest), l.Size, human(l.Size))
+	}
+	w("\n#### Targets (issue 9)\n\nFrom this run's medians (peak RSS: the largest run).\n\n| target | limit (moonshot) | measured | result | from |\n|---|---|---|---|---|\n")
+	for _, t := range targets(im, scale) {
+		w("| %s | %s | %s | %s | %s |\n", t.name, t.limit, t.value, t.result(), t.from)
 	}
 	w("\n#### Ratios\n\n| ratio | value | from (medians) |\n|---|---|---|\n")
 	for _, rt := range ratios(im) {
@@ -118,13 +123,20 @@ func renderRow(sb *strings.Builder, im *Image, row *Row) {
 		}
 		other += fmt.Sprintf("%d file(s) read", row.FilesRead)
 	}
-	out := ""
+	var outs []string
 	switch {
 	case row.ArchiveBytes != nil:
-		out = bytesText(row.ArchiveBytes) + fmt.Sprintf(" (%s of image)", pct(float64(*row.ArchiveBytes), float64(im.ImageBytes)))
+		outs = append(outs, bytesText(row.ArchiveBytes)+fmt.Sprintf(" (%s of image)", pct(float64(*row.ArchiveBytes), float64(im.ImageBytes))))
 	case row.OutBytes != nil:
-		out = bytesText(row.OutBytes)
+		outs = append(outs, bytesText(row.OutBytes))
 	}
+	if row.BlobBytes != nil {
+		outs = append(outs, "blobs "+bytesText(row.BlobBytes))
+	}
+	if row.LayersPushed != "" {
+		outs = append(outs, row.LayersPushed+" layers pushed")
+	}
+	out := strings.Join(outs, "; ")
 	cache := bytesText(row.CacheBytes)
 	if row.LayerBytes != nil && row.CacheBytes != nil {
 		cache += fmt.Sprintf("; layers %s gzip", human(*row.LayerBytes))
@@ -149,8 +161,11 @@ func renderStages(sb *strings.Builder, im *Image) {
 		var parts []string
 		for _, st := range row.Stages {
 			label := fmt.Sprintf("`%s`", st.Name)
-			if st.Name == "build" {
+			switch {
+			case st.Name == "build":
 				label += " (bud, layer-cache hit; not in the row's time)"
+			case strings.HasPrefix(st.Name, "buildah "):
+				label += " (before clipbuild; not in the row's time)"
 			}
 			parts = append(parts, label+" "+statText(&st.Seconds, 3))
 		}
@@ -195,7 +210,7 @@ func ratios(im *Image) []ratio {
 		{"v2 / v1, build after bud", times(sec("v2-build-after-bud"), sec("v1-build-after-bud")), "`v2-build-after-bud` / `v1-build-after-bud`"},
 		{"v2 / v1, pull", times(sec("v2-pull-index"), sec("v1-pull")), "`v2-pull-index` / `v1-pull`"},
 		{"v2 build after bud / `buildah push` (registry)", times(sec("v2-build-after-bud"), sec("buildah-push-registry")), "`v2-build-after-bud` / `buildah-push-registry`"},
-		{"v2 `push` stage alone / `buildah push` (registry)", times(stage("v2-build-after-bud", "push"), sec("buildah-push-registry")), "push stage of `v2-build-after-bud` / `buildah-push-registry`"},
+		{"v2 `publish` stage alone / `buildah push` (registry)", times(stage("v2-build-after-bud", "publish"), sec("buildah-push-registry")), "publish stage of `v2-build-after-bud` / `buildah-push-registry`"},
 		{"v2 build after bud / `buildah push` (oci layout)", times(sec("v2-build-after-bud"), sec("buildah-push-oci")), "`v2-build-after-bud` / `buildah-push-oci`"},
 		{"v1 build after bud / `buildah push` (oci layout)", times(sec("v1-build-after-bud"), sec("buildah-push-oci")), "`v1-build-after-bud` / `buildah-push-oci`"},
 		{"bytes sent, v2 build / `buildah push`", times(val("v2-build-after-bud", sent), val("buildah-push-registry", sent)), "uploads through the proxy"},
@@ -216,6 +231,94 @@ func ratios(im *Image) []ratio {
 		{"v2 archive / gzip layer bytes", pct(val("v2-build-after-bud", archive), gz), "archive bytes / compressed layer bytes"},
 		{"peak RSS, v2 / v1 pull", times(val("v2-pull-index", rss), val("v1-pull", rss)), "`v2-pull-index` / `v1-pull`"},
 	}
+}
+
+// target is one of issue 9's targets: measured against a limit, with
+// the moonshot shown beside it.
+type target struct {
+	name, limit, value, from string
+	// got and max decide pass or fail; ok is false when a number is missing.
+	got, max float64
+	ok       bool
+	// scale, when set, is the only scale the limit is set for; at is the
+	// run's.
+	scale, at string
+}
+
+func (t target) result() string {
+	if !t.ok {
+		return "not measured"
+	}
+	r := "fail"
+	if t.got <= t.max {
+		r = "pass"
+	}
+	if t.scale != "" && t.scale != t.at {
+		r += fmt.Sprintf(" (the limit is for %s)", t.scale)
+	}
+	return r
+}
+
+// targets are issue 9's targets, from the same rows as the ratios.
+func targets(im *Image, scale string) []target {
+	row := im.row
+	sec := func(n string) (float64, bool) {
+		if r := row(n); r != nil && r.Seconds != nil {
+			return r.Seconds.Median, true
+		}
+		return 0, false
+	}
+	num := func(n string, f func(*Row) *int64) (float64, bool) {
+		if r := row(n); r != nil && f(r) != nil {
+			return float64(*f(r)), true
+		}
+		return 0, false
+	}
+	quot := func(a, b float64, aok, bok bool) (float64, bool) {
+		if !aok || !bok || b == 0 {
+			return 0, false
+		}
+		return a / b, true
+	}
+	fetched := func(r *Row) *int64 { return r.BytesFetched }
+	blobs := func(r *Row) *int64 { return r.BlobBytes }
+	rss := func(r *Row) *int64 { return r.PeakRSSBytes }
+	gz := float64(im.CompressedBytes)
+	ratioT := func(name, limit string, max float64, a, b string) target {
+		x, aok := sec(a)
+		y, bok := sec(b)
+		q, ok := quot(x, y, aok, bok)
+		return target{name: name, limit: limit, max: max, got: q, ok: ok, value: times(x, y), from: fmt.Sprintf("`%s` / `%s`", a, b)}
+	}
+	fetchT := func(name, n string) target {
+		f, fok := num(n, fetched)
+		q, ok := quot(f, gz, fok, gz > 0)
+		v := "n/a"
+		if ok {
+			v = fmt.Sprintf("%s (%s of %s)", pct(f, gz), human(int64(f)), human(int64(gz)))
+		}
+		return target{name: name, limit: "≤ 1%", max: 0.01, got: q, ok: ok, value: v, from: "`" + n + "` fetched / the image's gzip layer bytes"}
+	}
+	b2, b2ok := num("v2-build-after-bud", blobs)
+	bp, bpok := num("buildah-push-registry", blobs)
+	bq, bok := quot(b2, bp, b2ok, bpok)
+	out := []target{
+		ratioT("v2 build after bud / one `buildah push` to a fresh registry", "≤ 1.0× (0.7×)", 1.0, "v2-build-after-bud", "buildah-push-registry"),
+		ratioT("v1 build after bud / one `buildah push` to an `oci:` layout", "≤ 1.5× (1.0×)", 1.5, "v1-build-after-bud", "buildah-push-oci"),
+		fetchT("bytes the registry sent back during a v2 build", "v2-build-after-bud"),
+		fetchT("bytes the registry sent back during a rebuild with a new last layer", "v2-rebuild-last-layer"),
+		ratioT("rebuild with a new last layer after bud / first v2 build after bud", "≤ 0.3×", 0.3, "v2-rebuild-last-layer", "v2-build-after-bud"),
+		{name: "v2 layer blobs / `buildah push`'s gzip of the same layers", limit: "≤ 1.05×", max: 1.05, got: bq, ok: bok,
+			value: fmt.Sprintf("%s (%s / %s)", times(b2, bp), bytesText(ptrIf(row("v2-build-after-bud"), blobs)), bytesText(ptrIf(row("buildah-push-registry"), blobs))),
+			from:  "sum of the layer sizes in the manifests `v2-build-after-bud` and `buildah-push-registry` pushed"},
+	}
+	for _, n := range []string{"v2-build-after-bud", "v2-rebuild-last-layer", "v1-build-after-bud"} {
+		v, ok := num(n, rss)
+		out = append(out, target{name: "peak RSS, `" + n + "`", limit: "≤ 150 MB at large", max: 150e6, got: v, ok: ok,
+			value: fmt.Sprintf("%.0f MB", v/1e6), scale: "large", at: scale,
+			from: "`time -v` of `clipbuild build`: the process or its largest child (buildah bud)"})
+	}
+	return out
 }
 
 func ptrIf(r *Row, f func(*Row) *int64) *int64 {

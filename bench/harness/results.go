@@ -76,7 +76,13 @@ type Row struct {
 	// CacheBytes is the uncompressed layer data a mount put in its cache.
 	CacheBytes *int64 `json:"cacheBytes,omitempty"`
 	// LayerBytes is the compressed size of the layers a read fetched.
-	LayerBytes   *int64 `json:"layerBytes,omitempty"`
+	LayerBytes *int64 `json:"layerBytes,omitempty"`
+	// BlobBytes is the sum of the layer blob sizes in the manifest a build
+	// pushed.
+	BlobBytes *int64 `json:"blobBytes,omitempty"`
+	// LayersPushed is how many of the image's layers a build compressed
+	// and uploaded, as clipbuild logs it ("1 of 7").
+	LayersPushed string `json:"layersPushed,omitempty"`
 	FilesRead    int    `json:"filesRead,omitempty"`
 	PeakRSSBytes *int64 `json:"peakRSSBytes,omitempty"`
 	// Skipped says why a row has no numbers.

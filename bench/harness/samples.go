@@ -10,8 +10,9 @@ type samples struct {
 	stageOrder          []string
 	stages              map[string][]float64
 
-	fetched, sent, archive, out, cache, layer, rss []int64
-	filesRead                                      int
+	fetched, sent, archive, out, cache, layer, rss, blob []int64
+	filesRead                                            int
+	pushed                                               string
 }
 
 func newSamples(name, command string) *samples {
@@ -51,6 +52,8 @@ func (s *samples) row() Row {
 		OutBytes:     medianInt(s.out),
 		CacheBytes:   medianInt(s.cache),
 		LayerBytes:   medianInt(s.layer),
+		BlobBytes:    medianInt(s.blob),
+		LayersPushed: s.pushed,
 		FilesRead:    s.filesRead,
 		PeakRSSBytes: maxInt(s.rss),
 	}

@@ -27,6 +27,7 @@ type Options struct {
 	Dir       string // the bench directory: results are written there
 	Busybox   string // a static busybox, copied into the images
 	Command   string // the command to record as having run the suite
+	Version   string // clipbuild's version to record; the default is its checkout's commit
 	Keep      bool   // keep the work directory (for debugging)
 	Log       io.Writer
 }
@@ -63,6 +64,9 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	}
 	res := &Results{Machine: machine(), Scale: o.Scale, Date: time.Now().UTC().Format(time.RFC3339),
 		Command: o.Command, Runs: o.Runs, Software: software(filepath.Dir(filepath.Dir(o.Clipbuild)))}
+	if o.Version != "" {
+		res.Software.Clipbuild = o.Version
+	}
 	start := time.Now()
 	s := &suite{o: o}
 	defer s.cleanup()
@@ -106,6 +110,9 @@ func (s *suite) setup(ctx context.Context, spec imagegen.Spec) error {
 	})
 	s.r = &runner{work: work}
 	if err := s.privateStorage(); err != nil {
+		return err
+	}
+	if err := s.privateCache(); err != nil {
 		return err
 	}
 	base := fmt.Sprintf("clipbuild-bench-%s-%d", spec.Name, os.Getpid())
@@ -155,6 +162,30 @@ func (s *suite) privateStorage() error {
 		}
 	})
 	return nil
+}
+
+// privateCache points XDG_CACHE_HOME, where clipbuild keeps its publish
+// cache, at the work directory, so that a run never reads or fills the
+// user's cache, and the v2 builds can start from an empty one.
+func (s *suite) privateCache() error {
+	prev, had := os.LookupEnv("XDG_CACHE_HOME")
+	if err := os.Setenv("XDG_CACHE_HOME", filepath.Join(s.work, "xdg-cache")); err != nil {
+		return err
+	}
+	s.defer_(func() {
+		if had {
+			_ = os.Setenv("XDG_CACHE_HOME", prev)
+		} else {
+			_ = os.Unsetenv("XDG_CACHE_HOME")
+		}
+	})
+	return nil
+}
+
+// publishCache is clipbuild's publish cache under the private
+// XDG_CACHE_HOME (stages.DefaultPublishCacheDir).
+func (s *suite) publishCache() string {
+	return filepath.Join(s.work, "xdg-cache", "clipbuild", "publish")
 }
 
 // unmountUnder detaches any mount left under dir (storage driver mounts),
@@ -215,6 +246,7 @@ func display(tmpl string) string {
 // clipbuildResult is the part of `clipbuild --json` the suite reads.
 type clipbuildResult struct {
 	ArchiveBytes   int64  `json:"archiveBytes"`
+	ManifestDigest string `json:"manifestDigest"`
 	ImageBytes     int64  `json:"imageBytes"`
 	FallbackReason string `json:"fallbackReason"`
 	ClipVersion    int    `json:"clipVersion"`
@@ -250,7 +282,7 @@ func addStages(smp *samples, r clipbuildResult) {
 
 // rowOrder is the order of rows in the results: the issue's, then extras.
 var rowOrder = []string{
-	"v1-build-after-bud", "v2-build-after-bud", "buildah-push-registry", "buildah-push-oci",
+	"v1-build-after-bud", "v2-build-after-bud", "v2-rebuild-last-layer", "buildah-push-registry", "buildah-push-oci",
 	"v2-pull-index", "v1-pull", "gzip-dc", "soci-ztoc", "estargz-convert",
 	"lazy-one-file-cold", "lazy-10pct-cold", "lazy-all-cold", "lazy-one-file-warm",
 	"lazy-10pct-warm", "lazy-all-warm", "lazy-all-reread", "native-10pct", "native-all", "buildah-bud",

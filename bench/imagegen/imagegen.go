@@ -6,6 +6,7 @@ package imagegen
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -126,6 +127,46 @@ func Write(s Spec, dir, busyboxPath string) (Context, error) {
 	}
 	c.Dockerfile = df.String()
 	return c, os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(c.Dockerfile), 0o644)
+}
+
+// RevisionFile is the small file Revise adds to the last layer.
+const RevisionFile = "/clipbench-revision.txt"
+
+// Revise rewrites c's Dockerfile so that only its last layer changes: the
+// last instruction, a RUN in exec form, also writes RevisionFile holding
+// revision n. Every earlier instruction, and so every earlier layer, stays
+// the same. Writing c.Dockerfile back restores the original.
+func Revise(c Context, n int) (string, error) {
+	lines := strings.Split(strings.TrimSuffix(c.Dockerfile, "\n"), "\n")
+	last := lines[len(lines)-1]
+	rest, ok := strings.CutPrefix(last, "RUN ")
+	if !ok {
+		return "", fmt.Errorf("the last instruction %q is not a RUN", last)
+	}
+	var argv []string
+	if err := json.Unmarshal([]byte(rest), &argv); err != nil || len(argv) == 0 {
+		return "", fmt.Errorf("the last instruction %q is not a RUN in exec form", last)
+	}
+	script := ""
+	if len(argv) == 4 && argv[0] == "/bin/busybox" && argv[1] == "sh" && argv[2] == "-c" {
+		script = argv[3]
+	} else {
+		quoted := make([]string, len(argv))
+		for i, a := range argv {
+			quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		script = strings.Join(quoted, " ")
+	}
+	script += fmt.Sprintf(" && /bin/busybox printf 'revision %d\\n' > %s", n, RevisionFile)
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // a Dockerfile reads "&&" and ">" as they are
+	if err := enc.Encode([]string{"/bin/busybox", "sh", "-c", script}); err != nil {
+		return "", err
+	}
+	lines[len(lines)-1] = "RUN " + strings.TrimSuffix(b.String(), "\n")
+	text := strings.Join(lines, "\n") + "\n"
+	return text, os.WriteFile(filepath.Join(c.Dir, "Dockerfile"), []byte(text), 0o644)
 }
 
 // seed is a fixed seed per image name.

@@ -61,3 +61,41 @@ func TestReproducibleMix(t *testing.T) {
 		t.Fatalf("%d layers, want 6:\n%s", n, ca.Dockerfile)
 	}
 }
+
+func TestReviseChangesOnlyTheLastInstruction(t *testing.T) {
+	for _, s := range []Spec{
+		Specs["small"],
+		{Name: "t", Big: []int64{300}, TextFiles: 5, TextMeanBytes: 40, TextPerDir: 10, Extra: []int64{10}, Doomed: 5},
+	} {
+		t.Run(s.Name, func(t *testing.T) {
+			dir := t.TempDir()
+			c, err := Write(s, dir, fakeBusybox(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := Revise(c, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			onDisk, _ := os.ReadFile(filepath.Join(dir, "Dockerfile"))
+			if string(onDisk) != got {
+				t.Fatalf("Dockerfile on disk:\n%s\nwant:\n%s", onDisk, got)
+			}
+			was, now := strings.Split(c.Dockerfile, "\n"), strings.Split(got, "\n")
+			if len(now) != len(was) {
+				t.Fatalf("%d lines, want %d:\n%s", len(now), len(was), got)
+			}
+			last := len(was) - 2 // the text ends with a newline
+			for i := range was {
+				if (was[i] == now[i]) != (i != last) {
+					t.Errorf("line %d: got %q, was %q", i+1, now[i], was[i])
+				}
+			}
+			// JSON doubles the backslash of printf's \n.
+			want := `/bin/busybox printf 'revision 2\\n' > ` + RevisionFile + `"]`
+			if !strings.HasPrefix(now[last], `RUN ["/bin/busybox","sh","-c",`) || !strings.HasSuffix(now[last], want) {
+				t.Fatalf("last instruction %q, want a busybox sh -c ending in %q", now[last], want)
+			}
+		})
+	}
+}

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/clipbuild/clipbuild/archive"
 	"github.com/clipbuild/clipbuild/pipeline"
 	"github.com/clipbuild/clipbuild/stages"
 )
@@ -23,6 +26,11 @@ type buildOptions struct {
 	layers    bool
 	isolation string
 	secrets   []string
+	ssh       []string
+	labels    []string
+	notes     []string // --annotation
+	contexts  []string // --build-context
+	iidfile   string
 	registry  string
 	keepImage bool
 	reg       registryFlags
@@ -50,8 +58,13 @@ func NewBuildCmd(g *globalOptions) *cobra.Command {
 	f.StringVar(&o.target, "target", "", "build stage to stop at")
 	f.StringVar(&o.platform, "platform", "", "target platform OS/ARCH[/VARIANT]")
 	f.BoolVar(&o.layers, "layers", false, "cache intermediate layers (buildah's default when not given)")
-	f.StringVar(&o.isolation, "isolation", envOr("BUILDAH_ISOLATION", "chroot"), "RUN isolation: chroot, oci or rootless ($BUILDAH_ISOLATION)")
-	f.StringArrayVar(&o.secrets, "secret", nil, "build secret id=ID,src=PATH (repeatable)")
+	f.StringVar(&o.isolation, "isolation", stages.DefaultIsolation(), "RUN isolation: chroot, oci or rootless (the default is $BUILDAH_ISOLATION, else chroot; not the rootless that `buildah unshare` sets)")
+	f.StringArrayVar(&o.secrets, "secret", nil, "build secret id=ID,src=PATH (repeatable; passed to buildah, never a build argument)")
+	f.StringArrayVar(&o.ssh, "ssh", nil, "SSH agent socket or keys for RUN --mount=type=ssh: default|ID[=SOCKET|KEY[,KEY]] (repeatable)")
+	f.StringArrayVar(&o.labels, "label", nil, "image label K=V, in the image config (repeatable)")
+	f.StringArrayVar(&o.notes, "annotation", nil, "image annotation K=V, in the image manifest (repeatable)")
+	f.StringArrayVar(&o.contexts, "build-context", nil, "extra build context NAME=DIR|IMAGE|URL for COPY --from=NAME (repeatable)")
+	f.StringVar(&o.iidfile, "iidfile", "", "write the image ID (sha256:...) to this file once the run succeeds")
 	f.StringVar(&o.registry, "registry", "", "scratch registry HOST[:PORT][/NAMESPACE] for v2 ($CLIPBUILD_REGISTRY)")
 	f.BoolVar(&o.keepImage, "keep-image", false, "keep the image in buildah's storage when clipbuild named it (no --tag); the default removes it once archived")
 	o.reg.bind(cmd)
@@ -96,9 +109,59 @@ func defaultName(contextDir string) string {
 	return n
 }
 
+// isolations are the values of --isolation that buildah takes.
+var isolations = []string{"chroot", "oci", "rootless"}
+
+// validate checks what the command line alone can tell is wrong: each is
+// a usage error, reported before any work.
+func (o *buildOptions) validate() error {
+	if o.clipVersion != "" {
+		if _, err := pipeline.ParseVersion(o.clipVersion); err != nil {
+			return usagef("--clip-version: %w", err)
+		}
+	}
+	if o.isolation != "" && !slices.Contains(isolations, o.isolation) {
+		return usagef("--isolation: %q is not one of %s", o.isolation, strings.Join(isolations, ", "))
+	}
+	for _, kv := range []struct {
+		flag   string
+		values []string
+		needEq bool
+	}{{"--label", o.labels, false}, {"--annotation", o.notes, false}, {"--build-context", o.contexts, true}, {"--build-arg", o.buildArgs, false}} {
+		for _, v := range kv.values {
+			k, val, eq := strings.Cut(v, "=")
+			if k == "" || (kv.needEq && (!eq || val == "")) {
+				want := "K=V"
+				if kv.needEq {
+					want = "NAME=VALUE"
+				}
+				return usagef("%s %q: want %s", kv.flag, v, want)
+			}
+		}
+	}
+	for _, v := range o.ssh {
+		if id, _, _ := strings.Cut(v, "="); id == "" {
+			return usagef("--ssh %q: want default or ID[=SOCKET|KEY]", v)
+		}
+	}
+	if o.iidfile != "" {
+		if st, err := os.Stat(filepath.Dir(o.iidfile)); err != nil || !st.IsDir() {
+			return fmt.Errorf("--iidfile: directory %s does not exist", filepath.Dir(o.iidfile))
+		}
+	}
+	return nil
+}
+
 func runBuild(cmd *cobra.Command, g *globalOptions, o *buildOptions, contextDir string) error {
 	ctx := cmd.Context()
 	log, err := g.logger()
+	if err != nil {
+		return err
+	}
+	if err := o.validate(); err != nil {
+		return err
+	}
+	jobOpts, progress, err := g.jobOptions()
 	if err != nil {
 		return err
 	}
@@ -119,6 +182,11 @@ func runBuild(cmd *cobra.Command, g *globalOptions, o *buildOptions, contextDir 
 		Platform:   o.platform,
 		Isolation:  o.isolation,
 		Secrets:    o.secrets,
+		SSH:        o.ssh,
+
+		Labels:        o.labels,
+		Annotations:   o.notes,
+		BuildContexts: o.contexts,
 	}
 	if cmd.Flags().Changed("layers") {
 		bud.Layers = &o.layers
@@ -138,13 +206,15 @@ func runBuild(cmd *cobra.Command, g *globalOptions, o *buildOptions, contextDir 
 	if err != nil {
 		return err
 	}
-	b, err := stages.NewBuildah(g.stderr, log)
+	buildahOut, flush := g.buildahOutput()
+	defer flush()
+	b, err := stages.NewBuildah(buildahOut, log)
 	if err != nil {
 		return err
 	}
 	reg := o.reg.options(settings.RegistryInsecure)
-	v1 := pipeline.V1(stages.StoreArchiver{})
-	publisher, err := stages.NewPublisher(settings.Registry, reg, stages.WithPublishLog(log))
+	v1 := pipeline.V1(stages.StoreArchiver{Progress: progress.Reporter("archive")})
+	publisher, err := stages.NewPublisher(settings.Registry, reg, stages.WithPublishLog(log), stages.WithPublishProgress(progress.Reporter("push")))
 	if err != nil {
 		return err
 	}
@@ -153,12 +223,31 @@ func runBuild(cmd *cobra.Command, g *globalOptions, o *buildOptions, contextDir 
 	if err != nil {
 		return err
 	}
-	job := pipeline.NewJob(log, output)
+	job := pipeline.NewJob(log, output, jobOpts...)
 	res, err := pipeline.Run(ctx, job, pipeline.Sequence("build", pipeline.Build(b, bud, buildOpts...), archiveStage))
 	if err != nil {
 		return err
 	}
+	if o.iidfile != "" {
+		if err := writeIIDFile(o.iidfile, job.Image.ID); err != nil {
+			return err
+		}
+	}
 	return o.printResult(g, res)
+}
+
+// writeIIDFile writes the image ID as buildah's --iidfile does
+// (sha256:<hex>, no newline), atomically: only after the archive is
+// written, so a failed run leaves no ID of an image it did not archive.
+func writeIIDFile(path, id string) error {
+	err := archive.WriteFileAtomic(path, func(f *os.File) error {
+		_, err := f.WriteString("sha256:" + id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("writing image id file: %w", err)
+	}
+	return nil
 }
 
 // tags0 is the name the default output is named after.

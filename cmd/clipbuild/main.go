@@ -24,27 +24,25 @@ func main() {
 		return
 	}
 	limitMemory()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	root := NewRootCmd(os.Stdout, os.Stderr)
-	root.SetArgs(defaultToBuild(root, os.Args[1:]))
+	args := defaultToBuild(root, os.Args[1:])
+	enterUserNamespace(root, args)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	interrupted := ctx.Err() != nil
 	stop()
 	if err == nil {
 		return
 	}
-	code := 1
+	jsonErrors := logFormatArg(args) == "json"
 	if interrupted && errors.Is(err, context.Canceled) {
 		// The run stopped because of SIGINT/SIGTERM and has cleaned up.
-		fmt.Fprintln(os.Stderr, "Error: interrupted: stopped and cleaned up")
+		fmt.Fprint(os.Stderr, errorLine(jsonErrors, "interrupted: stopped and cleaned up"))
 		os.Exit(130)
 	}
-	fmt.Fprintf(os.Stderr, "Error: %s\n", oneLine(err.Error()))
-	var ec exitCoder
-	if errors.As(err, &ec) && ec.ExitCode() > 0 {
-		code = ec.ExitCode()
-	}
-	os.Exit(code)
+	fmt.Fprint(os.Stderr, errorLine(jsonErrors, err.Error()))
+	os.Exit(exitCode(err))
 }
 
 // defaultMemoryLimit is the Go runtime's soft memory limit unless

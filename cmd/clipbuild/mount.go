@@ -1,8 +1,17 @@
 package main
 
 import (
+	"bufio"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
 
+	"github.com/docker/go-units"
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
 	"github.com/clipbuild/clipbuild/archive"
@@ -10,16 +19,39 @@ import (
 
 // NewMountCmd is `clipbuild mount`.
 func NewMountCmd(g *globalOptions) *cobra.Command {
-	var cacheDir string
+	var cacheDir, cacheSize, statsFile string
+	var allowOther, mapOwner bool
 	reg := registryFlags{}
 	cmd := &cobra.Command{
 		Use:   "mount ARCHIVE MOUNTPOINT",
 		Short: "Mount an archive read-only with FUSE, in the foreground, until SIGINT or SIGTERM",
-		Args:  cobra.ExactArgs(2),
+		Long: `Mount an archive read-only with FUSE, in the foreground, until SIGINT or SIGTERM.
+
+As root the mount is open to every user. Any other user mounts through
+fusermount3, needs read and write access to /dev/fuse, and alone can enter
+the mount unless --allow-other is given (which /etc/fuse.conf must allow with
+user_allow_other). Owners are shown as the archive records them, as host
+ids: a file of uid 0 is root's, and one of uid 1000 is whoever has uid 1000
+here. --map-owner shows what uid and gid 0 own as the caller's, for a
+rootless container runtime whose container root is the caller.`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger()
 			if err != nil {
 				return err
+			}
+			var opts []archive.MountOption
+			if allowOther {
+				if err := checkAllowOther(); err != nil {
+					return fmt.Errorf("mounting %s: %w", args[1], err)
+				}
+				opts = append(opts, archive.WithAllowOther(true))
+			}
+			if mapOwner {
+				opts = append(opts, archive.WithOwnerMap(uint32(os.Getuid()), uint32(os.Getgid())))
+			}
+			if err := checkFuseDevice(fuseDevice); err != nil {
+				return fmt.Errorf("mounting %s: %w", args[1], err)
 			}
 			a, err := archive.Open(args[0])
 			if err != nil {
@@ -27,11 +59,29 @@ func NewMountCmd(g *globalOptions) *cobra.Command {
 			}
 			// Plain HTTP to a registry that is not loopback only with
 			// --tls-verify=false: never because the archive says so.
-			s, err := archive.OpenStorage(a, archive.WithCacheDir(cacheDir), archive.WithRegistryOptions(reg.options(false)))
+			sopts := []archive.StorageOption{archive.WithCacheDir(cacheDir), archive.WithRegistryOptions(reg.options(false)), archive.WithStorageLog(log)}
+			if cacheSize != "" {
+				n, err := units.RAMInBytes(cacheSize)
+				if err != nil || n <= 0 {
+					return usagef("--cache-size %q: want a size such as 512m or 4g", cacheSize)
+				}
+				sopts = append(sopts, archive.WithSpanCacheSize(n))
+			}
+			s, err := archive.OpenStorage(a, sopts...)
 			if err != nil {
 				return err
 			}
-			m, err := archive.MountArchive(a, s, args[1])
+			stats := statsWriter(log, s, statsFile)
+			defer stats(false)
+			usr1 := make(chan os.Signal, 1)
+			signal.Notify(usr1, syscall.SIGUSR1)
+			defer signal.Stop(usr1)
+			go func() {
+				for range usr1 {
+					stats(true)
+				}
+			}()
+			m, err := archive.MountArchive(a, s, args[1], opts...)
 			if err != nil {
 				s.Cleanup()
 				return err
@@ -47,6 +97,109 @@ func NewMountCmd(g *globalOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&cacheDir, "cache-dir", "", "directory for fetched layer data of v2 archives (the default is $XDG_CACHE_HOME/clipbuild/layers)")
+	cmd.Flags().StringVar(&cacheSize, "cache-size", "", "bound of the span cache shared by all mounts, e.g. 4g (the default is the smaller of 2 GiB and 10% of its filesystem)")
+	cmd.Flags().StringVar(&statsFile, "stats", "", "write read statistics (bytes and spans fetched, cache hits and misses, read latency percentiles) as JSON to FILE on exit and on SIGUSR1")
+	cmd.Flags().BoolVar(&allowOther, "allow-other", false, "let other users use the mount (always so as root; others need user_allow_other in /etc/fuse.conf)")
+	cmd.Flags().BoolVar(&mapOwner, "map-owner", false, "show files of uid/gid 0 as the caller's (for rootless container runtimes)")
 	reg.bind(cmd)
 	return cmd
+}
+
+// statsWriter returns a func that writes s's read statistics to file or,
+// without a file, logs them (at info when asked for with SIGUSR1, at debug
+// on exit); it does nothing for storages that keep none (v1 archives,
+// layers read whole).
+func statsWriter(log *logrus.Entry, s archive.Storage, file string) func(asked bool) {
+	return func(asked bool) {
+		st, ok := archive.StatsOf(s)
+		if !ok {
+			return
+		}
+		if file == "" {
+			b, _ := json.Marshal(st)
+			if asked {
+				log.Infof("mount statistics: %s", b)
+			} else {
+				log.Debugf("mount statistics: %s", b)
+			}
+			return
+		}
+		b, err := json.MarshalIndent(st, "", "  ")
+		if err != nil {
+			log.Warnf("encoding mount statistics: %v", err)
+			return
+		}
+		if err := archive.WriteFileAtomic(file, func(f *os.File) error {
+			_, err := f.Write(append(b, '\n'))
+			return err
+		}); err != nil {
+			log.Warnf("writing mount statistics: %v", err)
+		}
+	}
+}
+
+const (
+	fuseDevice = "/dev/fuse"
+	fuseConf   = "/etc/fuse.conf"
+)
+
+// checkFuseDevice opens the FUSE device as the mount will (fusermount3
+// opens it as the calling user), so that a device this user may not use
+// fails with what to do rather than with fusermount3's own message.
+func checkFuseDevice(dev string) error {
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err == nil {
+		return f.Close()
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s does not exist: load the fuse kernel module (modprobe fuse) or, in a container, pass the device in", dev)
+	}
+	if !errors.Is(err, syscall.EACCES) && !errors.Is(err, syscall.EPERM) {
+		return fmt.Errorf("opening %s: %w", dev, err)
+	}
+	var mode string
+	if fi, serr := os.Stat(dev); serr == nil {
+		mode = fmt.Sprintf(" (mode %04o here)", fi.Mode().Perm())
+	}
+	return fmt.Errorf("cannot open %s%s as uid %d: make it readable and writable for this user (mode 0666, as udev sets it, or a group of this user's with rw access) or run as root", dev, mode, os.Getuid())
+}
+
+// checkAllowOther checks that this user may mount with allow_other:
+// root always may, any other user only with user_allow_other in
+// /etc/fuse.conf, which fusermount3 enforces.
+func checkAllowOther() error {
+	if os.Geteuid() == 0 {
+		return nil
+	}
+	ok, err := fuseConfAllows(fuseConf)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("--allow-other needs a line user_allow_other in %s for users other than root", fuseConf)
+	}
+	return nil
+}
+
+// fuseConfAllows reports whether the fuse.conf at path has the
+// user_allow_other option, alone on a line as fusermount3 wants it.
+func fuseConfAllows(path string) (bool, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading %s: %w", path, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if strings.TrimSpace(sc.Text()) == "user_allow_other" {
+			return true, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return false, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return false, nil
 }

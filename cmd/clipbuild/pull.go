@@ -39,6 +39,15 @@ func runPull(cmd *cobra.Command, g *globalOptions, o *pullOptions, image string)
 	if err != nil {
 		return err
 	}
+	if o.clipVersion != "" {
+		if _, err := pipeline.ParseVersion(o.clipVersion); err != nil {
+			return usagef("--clip-version: %w", err)
+		}
+	}
+	jobOpts, _, err := g.jobOptions()
+	if err != nil {
+		return err
+	}
 	cfg, err := pipeline.LoadConfig(o.config)
 	if err != nil {
 		return err
@@ -50,10 +59,10 @@ func runPull(cmd *cobra.Command, g *globalOptions, o *pullOptions, image string)
 	reg := o.reg.options(settings.RegistryInsecure)
 	ref, err := reg.ParseReference(image)
 	if err != nil {
-		return err
+		return asUsage(err)
 	}
 	if _, err := stages.ParsePlatform(o.platform); err != nil {
-		return err
+		return asUsage(err)
 	}
 	output, err := o.outputPath(imageBaseName(ref.Context().RepositoryStr()))
 	if err != nil {
@@ -63,7 +72,7 @@ func runPull(cmd *cobra.Command, g *globalOptions, o *pullOptions, image string)
 	v2 := pipeline.PullV2(stages.Indexer{Options: reg, Platform: o.platform, Policy: &policy})
 	v1 := pipeline.PullV1(stages.Fetcher{Options: reg, Platform: o.platform, Policy: policy})
 	chain := pipeline.ChoosePull(settings, v1, v2)
-	job := pipeline.NewJob(log, output)
+	job := pipeline.NewJob(log, output, jobOpts...)
 	job.Ref = image
 	job.Result.Image = image
 	res, err := pipeline.Run(cmd.Context(), job, chain)

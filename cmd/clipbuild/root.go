@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
@@ -22,16 +24,22 @@ type globalOptions struct {
 	logFormat string
 	stdout    io.Writer
 	stderr    io.Writer
+
+	// Set by logger: everything written to stderr goes through activity
+	// (which the heartbeat watches), and through terminal when stderr is
+	// a terminal and the format is text.
+	activity *activityWriter
+	terminal *statusTerminal
+	log      *logrus.Entry
 }
 
 // logger builds the run's logger: logrus on stderr, with clip's own logging
 // routed through it.
 func (g *globalOptions) logger() (*logrus.Entry, error) {
 	l := logrus.New()
-	l.SetOutput(g.stderr)
 	level, err := logrus.ParseLevel(g.logLevel)
 	if err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+		return nil, usagef("--log-level: %w", err)
 	}
 	l.SetLevel(level)
 	switch g.logFormat {
@@ -40,19 +48,74 @@ func (g *globalOptions) logger() (*logrus.Entry, error) {
 	case "json":
 		l.SetFormatter(&logrus.JSONFormatter{})
 	default:
-		return nil, fmt.Errorf("--log-format: %q is not text or json", g.logFormat)
+		return nil, usagef("--log-format: %q is not text or json", g.logFormat)
 	}
+	g.activity = newActivityWriter(g.stderr)
+	var out io.Writer = g.activity
+	if g.logFormat == "text" && isTerminal(g.stderr) {
+		g.terminal = &statusTerminal{w: g.activity}
+		out = g.terminal
+	}
+	l.SetOutput(out)
 	// containers/image and containers/storage log through logrus's standard
 	// logger; they share our output, and speak at info only when we debug.
 	std := logrus.StandardLogger()
-	std.SetOutput(g.stderr)
+	std.SetOutput(out)
 	std.SetFormatter(l.Formatter)
 	std.SetLevel(logrus.WarnLevel)
 	if level >= logrus.DebugLevel {
 		std.SetLevel(level)
 	}
+	// Go's own log package (used by some dependencies) goes through ours,
+	// so that in json mode its lines are JSON objects too.
+	log.SetFlags(0)
+	log.SetOutput(l.WriterLevel(logrus.InfoLevel))
 	archive.RouteClipLogs(l)
-	return logrus.NewEntry(l), nil
+	g.log = logrus.NewEntry(l)
+	return g.log, nil
+}
+
+// buildahOutput is where buildah's own output goes: stderr as it is in
+// text mode; in json mode, one JSON object per line with the line in msg
+// and "source": "buildah". flush logs an unterminated last line.
+func (g *globalOptions) buildahOutput() (w io.Writer, flush func()) {
+	if g.logFormat != "json" {
+		if g.terminal != nil {
+			return g.terminal, func() {}
+		}
+		return g.activity, func() {}
+	}
+	ll := &lineLogger{log: g.log.WithField("source", "buildah")}
+	return ll, ll.Flush
+}
+
+// reportInterval is how often a run without a terminal reports progress,
+// and the silence after which it prints a heartbeat:
+// $CLIPBUILD_HEARTBEAT (a Go duration such as 2s), else 10 s.
+func reportInterval() (time.Duration, error) {
+	v := os.Getenv("CLIPBUILD_HEARTBEAT")
+	if v == "" {
+		return pipeline.DefaultInterval, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("CLIPBUILD_HEARTBEAT=%q: want a positive duration such as 10s", v)
+	}
+	return d, nil
+}
+
+// jobOptions are the reporting options of a run: the heartbeat, and the
+// progress reporter for the stages that move bytes.
+func (g *globalOptions) jobOptions() ([]pipeline.JobOption, *pipeline.Progress, error) {
+	interval, err := reportInterval()
+	if err != nil {
+		return nil, nil, err
+	}
+	popts := []pipeline.ProgressOption{pipeline.ProgressInterval(interval)}
+	if g.terminal != nil {
+		popts = append(popts, pipeline.ProgressOnTerminal(g.terminal.status))
+	}
+	return []pipeline.JobOption{pipeline.WithHeartbeat(interval, g.activity.idle)}, pipeline.NewProgress(g.log, popts...), nil
 }
 
 // NewRootCmd is the clipbuild command tree.
@@ -81,6 +144,7 @@ registry on demand; v1 is self-contained.
 		NewPullCmd(g),
 		NewRegistryCmd(g),
 	)
+	markUsageErrors(root)
 	return root
 }
 

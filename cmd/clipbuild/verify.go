@@ -30,7 +30,7 @@ func NewVerifyCmd(g *globalOptions) *cobra.Command {
 				return err
 			}
 			if (image == "") == (rootfs == "") {
-				return errors.New("verify needs exactly one of --image or --rootfs")
+				return usagef("verify needs exactly one of --image or --rootfs")
 			}
 			a, err := archive.Open(args[0])
 			if err != nil {
@@ -45,7 +45,9 @@ func NewVerifyCmd(g *globalOptions) *cobra.Command {
 			defer s.Cleanup()
 			dir := rootfs
 			if image != "" {
-				b, err := stages.NewBuildah(g.stderr, log)
+				buildahOut, flush := g.buildahOutput()
+				defer flush()
+				b, err := stages.NewBuildah(buildahOut, log)
 				if err != nil {
 					return err
 				}

@@ -595,6 +595,39 @@ func TestSecretsNeverLeak(t *testing.T) {
 
 	m := mountArchive(t, out.Archive, "--cache-dir", t.TempDir(), "--authfile", authFile)
 	tree{t, "v2 mount", m.dir}.file("token-length", fmt.Sprintf("%d\n", len(secret)))
+	checkTree := func(what, root string) {
+		t.Helper()
+		err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return err
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			check(what+" "+strings.TrimPrefix(p, root), string(b))
+			return nil
+		})
+		mustDo(t, err)
+	}
+	checkTree("the v2 mount", m.dir)
+
+	// The same build as v1, logging JSON: the self-contained archive, its
+	// mount and the JSON logs hold no secret either.
+	v1 := filepath.Join(t.TempDir(), "v1.clip")
+	v1Image := imageName("secrets-v1")
+	removeImageLater(t, v1Image)
+	v1res := run(t, "", buildTimeout, clipbuildBin, buildArgs("--clip-version", "1", "-t", v1Image, "-o", v1,
+		"--secret", "id=token,src="+secretFile, "--log-level", "debug", "--log-format", "json", ctx)...)
+	mustSucceed(t, v1res)
+	check("v1 build output", v1res.stdout+v1res.stderr)
+	raw, err = os.ReadFile(v1)
+	mustDo(t, err)
+	check("the v1 archive", string(raw))
+	check("buildah inspect of the v1 image", buildahCmd(t, "inspect", "--type", "image", v1Image))
+	m1 := mountArchive(t, v1, "--cache-dir", t.TempDir())
+	tree{t, "v1 mount", m1.dir}.file("token-length", fmt.Sprintf("%d\n", len(secret)))
+	checkTree("the v1 mount", m1.dir)
 
 	for _, version := range []string{"2", "1"} {
 		archive := filepath.Join(t.TempDir(), "pulled.clip")

@@ -64,6 +64,7 @@ func run(args []string) error {
 	fs.StringVar(&o.Dir, "dir", "bench", "where RESULTS.md and results*.json are written")
 	fs.StringVar(&o.Busybox, "busybox", "/bin/busybox", "a static busybox to put in the images")
 	fs.StringVar(&o.Command, "command", "", "the command to record (the default is this one)")
+	fs.StringVar(&o.Version, "clipbuild-version", "", "clipbuild's version to record (the default is the commit of the checkout the binary is in, from git)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the work directory")
 	_ = fs.Parse(args)
 	if fs.NArg() > 0 {

@@ -1,0 +1,263 @@
+package archive
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// testMember returns n pseudo-random bytes seeded by seed, and a member
+// describing them as the i-th of a layer of n-byte members.
+func testMember(seed uint64, i, n int) (Member, []byte) {
+	r := rand.New(rand.NewPCG(seed, uint64(i)))
+	b := make([]byte, n)
+	for j := range b {
+		b[j] = byte(r.Uint32())
+	}
+	sum := sha256.Sum256(b)
+	return Member{COff: int64(i * n), CLen: int64(n), UOff: int64(i * n), ULen: int64(n), SHA256: hex.EncodeToString(sum[:])}, b
+}
+
+func openTestSpanCache(t *testing.T, dir string, opts ...SpanCacheOption) *SpanCache {
+	t.Helper()
+	c, err := OpenSpanCache(dir, append([]SpanCacheOption{WithSpanLog(testEntry(t))}, opts...)...)
+	if err != nil {
+		t.Fatalf("OpenSpanCache(%s) = %v", dir, err)
+	}
+	return c
+}
+
+// fetchFrom is a fetchFunc serving members from data by digest, counting
+// the fetches and members fetched, after delay.
+func fetchFrom(data map[string][]byte, delay time.Duration, fetches, fetched *atomic.Int32) fetchFunc {
+	return func(ctx context.Context, run []Member) ([][]byte, error) {
+		fetches.Add(1)
+		fetched.Add(int32(len(run)))
+		time.Sleep(delay)
+		out := make([][]byte, len(run))
+		for i, m := range run {
+			out[i] = data[m.SHA256]
+		}
+		return out, nil
+	}
+}
+
+func TestSpanCacheOneFetchPerSpan(t *testing.T) {
+	m, b := testMember(1, 0, 64<<10)
+	data := map[string][]byte{m.SHA256: b}
+	tests := []struct {
+		name string
+		// caches returns the cache each of the readers uses.
+		caches func(t *testing.T) []*SpanCache
+	}{
+		{"one process", func(t *testing.T) []*SpanCache {
+			c := openTestSpanCache(t, t.TempDir())
+			return []*SpanCache{c, c, c, c, c, c}
+		}},
+		{"two processes", func(t *testing.T) []*SpanCache {
+			dir := t.TempDir() // two caches on one directory lock as two processes do
+			a, b := openTestSpanCache(t, dir), openTestSpanCache(t, dir)
+			return []*SpanCache{a, b, a, b, a, b}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var fetches, fetched atomic.Int32
+			fetch := fetchFrom(data, 100*time.Millisecond, &fetches, &fetched)
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for _, c := range tt.caches(t) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					got, _, err := c.get(context.Background(), []Member{m}, fetch)
+					if err != nil {
+						t.Errorf("get() = %v", err)
+						return
+					}
+					if string(got[0]) != string(b) {
+						t.Error("get() returned other bytes")
+					}
+				}()
+			}
+			close(start)
+			wg.Wait()
+			if n := fetches.Load(); n != 1 {
+				t.Errorf("%d fetches of one span by 6 readers, want 1", n)
+			}
+		})
+	}
+}
+
+func TestSpanCacheFetchesRunsOfMissingMembers(t *testing.T) {
+	c := openTestSpanCache(t, t.TempDir())
+	var ms []Member
+	data := map[string][]byte{}
+	for i := range 6 {
+		m, b := testMember(2, i, 4096)
+		ms = append(ms, m)
+		data[m.SHA256] = b
+	}
+	var fetches, fetched atomic.Int32
+	fetch := fetchFrom(data, 0, &fetches, &fetched)
+	if _, _, err := c.get(context.Background(), ms[2:3], fetch); err != nil {
+		t.Fatal(err)
+	}
+	got, counts, err := c.get(context.Background(), ms, fetch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range ms {
+		if string(got[i]) != string(data[m.SHA256]) {
+			t.Errorf("member %d: other bytes", i)
+		}
+	}
+	if counts.hits != 1 || counts.misses != 5 {
+		t.Errorf("get() counts = %+v, want 1 hit, 5 misses", counts)
+	}
+	// The cached member splits the rest into two runs: [0,1] and [3,5].
+	if f, n := fetches.Load(), fetched.Load(); f != 3 || n != 6 {
+		t.Errorf("%d fetches of %d members in all, want 3 of 6 (one, then two runs)", f, n)
+	}
+}
+
+func TestSpanCacheEvictsLeastRecentlyUsed(t *testing.T) {
+	dir := t.TempDir()
+	const size = 100 << 10
+	c := openTestSpanCache(t, dir, WithCacheSize(3*size), WithMemoryCache(0))
+	var ms []Member
+	data := map[string][]byte{}
+	for i := range 4 {
+		m, b := testMember(3, i, size)
+		ms = append(ms, m)
+		data[m.SHA256] = b
+	}
+	var fetches, fetched atomic.Int32
+	fetch := fetchFrom(data, 0, &fetches, &fetched)
+	for i, age := range []time.Duration{10 * time.Minute, 5 * time.Minute, 4 * time.Minute} {
+		if _, _, err := c.get(context.Background(), ms[i:i+1], fetch); err != nil {
+			t.Fatal(err)
+		}
+		old := time.Now().Add(-age)
+		if err := os.Chtimes(filepath.Join(dir, "sha256", ms[i].SHA256), old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A hit makes the oldest the most recent; the fourth span passes the
+	// budget, and the sweep goes down to 90% of it.
+	if _, counts, err := c.get(context.Background(), ms[0:1], fetch); err != nil || counts.hits != 1 {
+		t.Fatalf("get(cached) = %+v, %v, want a hit", counts, err)
+	}
+	if _, _, err := c.get(context.Background(), ms[3:4], fetch); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []bool{true, false, false, true} {
+		_, err := os.Stat(filepath.Join(dir, "sha256", ms[i].SHA256))
+		if got := err == nil; got != want {
+			t.Errorf("span %d cached = %t, want %t", i, got, want)
+		}
+	}
+	if got := dirBytes(t, filepath.Join(dir, "sha256")); got > 3*size {
+		t.Errorf("cache holds %d bytes, over its budget of %d", got, 3*size)
+	}
+}
+
+func TestSpanCacheCorruptFileIsDropped(t *testing.T) {
+	dir := t.TempDir()
+	m, b := testMember(4, 0, 8192)
+	data := map[string][]byte{m.SHA256: b}
+	var fetches, fetched atomic.Int32
+	fetch := fetchFrom(data, 0, &fetches, &fetched)
+	if _, _, err := openTestSpanCache(t, dir).get(context.Background(), []Member{m}, fetch); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "sha256", m.SHA256)
+	tests := []struct {
+		name    string
+		corrupt func() error
+	}{
+		{"flipped byte", func() error {
+			bad := append([]byte(nil), b...)
+			bad[100] ^= 0x40
+			return os.WriteFile(p, bad, 0o644)
+		}},
+		{"truncated", func() error { return os.Truncate(p, 10) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.corrupt(); err != nil {
+				t.Fatal(err)
+			}
+			c := openTestSpanCache(t, dir) // a new process: nothing in memory
+			before := fetches.Load()
+			if _, _, err := c.get(context.Background(), []Member{m}, fetch); !errors.Is(err, ErrSpanCorrupt) {
+				t.Fatalf("get(corrupt cached span) = %v, want ErrSpanCorrupt", err)
+			}
+			if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("corrupt span still cached: %v", err)
+			}
+			got, _, err := c.get(context.Background(), []Member{m}, fetch)
+			if err != nil || string(got[0]) != string(b) {
+				t.Fatalf("get(after the corrupt span was dropped) = %v, want its bytes", err)
+			}
+			if n := fetches.Load() - before; n != 1 {
+				t.Errorf("%d fetches after dropping the corrupt span, want 1", n)
+			}
+		})
+	}
+}
+
+func TestSpanCacheRefusesBadDigest(t *testing.T) {
+	c := openTestSpanCache(t, t.TempDir())
+	for _, sha := range []string{"../../../etc/passwd", "", "ABCDEF" + string(make([]byte, 58))} {
+		m := Member{ULen: 1, CLen: 1, SHA256: sha}
+		called := false
+		_, _, err := c.get(context.Background(), []Member{m}, func(context.Context, []Member) ([][]byte, error) {
+			called = true
+			return [][]byte{{0}}, nil
+		})
+		if !errors.Is(err, ErrCorrupt) || called {
+			t.Errorf("get(sha256 %q) = %v (fetched: %t), want ErrCorrupt before fetching", sha, err, called)
+		}
+	}
+}
+
+func TestSpanCacheDefaults(t *testing.T) {
+	cache := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", cache)
+	if got, want := DefaultSpanCacheDir(), filepath.Join(cache, "clipbuild", "spans"); got != want {
+		t.Errorf("DefaultSpanCacheDir() = %s, want %s", got, want)
+	}
+	c := openTestSpanCache(t, DefaultSpanCacheDir())
+	if got := c.Budget(); got <= 0 || got > DefaultSpanCacheSize {
+		t.Errorf("default Budget() = %d, want in (0, %d]", got, DefaultSpanCacheSize)
+	}
+	if _, err := OpenSpanCache(t.TempDir(), WithCacheSize(0)); err == nil {
+		t.Error("OpenSpanCache(WithCacheSize(0)) = nil error")
+	}
+}
+
+// dirBytes is the bytes of the regular files in dir.
+func dirBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+	}
+	return n
+}
