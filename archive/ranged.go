@@ -45,6 +45,9 @@ type rangedStorage struct {
 	closeOnce sync.Once
 	bg        sync.WaitGroup
 
+	trace      *traceRecorder // nil when not recording
+	prefetched chan struct{}  // closed when the trace's prefetch has ended
+
 	stats rangedCounters
 }
 
@@ -59,16 +62,24 @@ type seekableLayer struct {
 	noRanges atomic.Bool
 
 	mu      sync.Mutex
-	last    int  // the last member the previous read needed, -1 before any
-	streak  int  // reads in a row that started where the previous one ended
-	aheadTo int  // members before this have been read ahead
-	ahead   bool // a read-ahead is running
+	last    int    // the last member the previous read needed, -1 before any
+	streak  int    // reads in a row that started where the previous one ended
+	aheadTo int    // members before this have been read ahead
+	ahead   bool   // a read-ahead is running
+	seen    []bool // members reads have needed
+	nseen   int    // how many are seen
+	dense   bool   // the rest of the layer has been fetched
 }
 
 type rangedOptions struct {
-	log       *logrus.Entry
-	timeout   time.Duration
-	readAhead int
+	log         *logrus.Entry
+	timeout     time.Duration
+	readAhead   int
+	dense       float64
+	concurrency int
+	tracePath   string
+	window      time.Duration
+	prefetch    bool
 }
 
 // rangedOption configures newRangedStorage.
@@ -110,11 +121,13 @@ func withReadAhead(n int) rangedOption {
 // layer's member table is checked here: in blob order, back to back in the
 // blob and in the layer, each with a hex SHA-256.
 func newRangedStorage(meta *common.ClipArchiveMetadata, members map[string][]Member, blobs BlobRanger, cache *SpanCache, fallback Storage, opts ...rangedOption) (*rangedStorage, error) {
-	ro := rangedOptions{log: logrus.NewEntry(logrus.StandardLogger()), timeout: 2 * time.Minute, readAhead: 4}
+	ro := rangedOptions{log: logrus.NewEntry(logrus.StandardLogger()), timeout: 2 * time.Minute, readAhead: 4,
+		dense: DefaultDenseThreshold, concurrency: DefaultPrefetchConcurrency, window: DefaultPrefetchWindow}
 	for _, o := range opts {
 		o(&ro)
 	}
-	s := &rangedStorage{meta: meta, layers: map[string]*seekableLayer{}, blobs: blobs, cache: cache, fallback: fallback, ro: ro, closed: make(chan struct{})}
+	s := &rangedStorage{meta: meta, layers: map[string]*seekableLayer{}, blobs: blobs, cache: cache, fallback: fallback, ro: ro,
+		closed: make(chan struct{}), prefetched: make(chan struct{})}
 	for dg, ms := range members {
 		l, err := newSeekableLayer(dg, ms)
 		if err != nil {
@@ -124,6 +137,12 @@ func newRangedStorage(meta *common.ClipArchiveMetadata, members map[string][]Mem
 			s.layers[dg] = l
 		}
 	}
+	s.startTrace()
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.prefetchTrace()
+	}()
 	return s, nil
 }
 
@@ -216,7 +235,9 @@ func (s *rangedStorage) readSpans(l *seekableLayer, uoff int64, dest []byte) err
 		lo, hi := max(uoff, m.UOff), min(end, m.UOff+m.ULen)
 		copy(dest[lo-uoff:hi-uoff], b[lo-m.UOff:hi-m.UOff])
 	}
+	s.trace.note(l.digest, first, last)
 	s.readAhead(l, first, last)
+	s.noteDense(l, first, last)
 	return nil
 }
 
@@ -334,8 +355,10 @@ func (s *rangedStorage) fileRange(node *common.ClipNode, off int64, size int) (*
 func (s *rangedStorage) Metadata() *common.ClipArchiveMetadata { return s.meta }
 func (s *rangedStorage) CachedLocally() bool                   { return false }
 
-// Cleanup stops read-ahead, waits for it, and cleans up the fallback.
+// Cleanup writes the read trace if its window has not ended yet, stops
+// read-ahead and prefetches, waits for them, and cleans up the fallback.
 func (s *rangedStorage) Cleanup() error {
+	s.writeTrace()
 	s.closeOnce.Do(func() { close(s.closed) })
 	s.bg.Wait()
 	if s.fallback != nil {
@@ -361,6 +384,17 @@ type RangedStats struct {
 	CacheMisses int64 `json:"cache_misses"`
 	// ReadAheadSpans counts members fetched ahead of sequential reads.
 	ReadAheadSpans int64 `json:"read_ahead_spans"`
+	// DenseSpans counts members fetched because reads of their layer
+	// had got dense.
+	DenseSpans int64 `json:"dense_spans"`
+	// TraceSpans counts the members the last mount's trace listed, and
+	// PrefetchSpans those of them fetched (not already cached) before
+	// they were asked for.
+	TraceSpans    int64 `json:"trace_spans"`
+	PrefetchSpans int64 `json:"prefetch_spans"`
+	// TracedSpans counts the members this mount recorded in its trace
+	// (once the trace is written).
+	TracedSpans int64 `json:"traced_spans"`
 	// FallbackReads counts reads of layers read whole.
 	FallbackReads int64 `json:"fallback_reads"`
 	// Errors counts failed reads.
@@ -382,6 +416,7 @@ type LatencyStats struct {
 type rangedCounters struct {
 	reads, bytesRead, requests, bytesFetched, spansFetched atomic.Int64
 	hits, misses, readAhead, fallbackReads, errors         atomic.Int64
+	denseSpans, traceSpans, prefetchSpans, traced          atomic.Int64
 	latency                                                histogram
 }
 
@@ -402,6 +437,7 @@ func (s *rangedStorage) Stats() RangedStats {
 		Reads: c.reads.Load(), BytesRead: c.bytesRead.Load(),
 		Requests: c.requests.Load(), BytesFetched: c.bytesFetched.Load(), SpansFetched: c.spansFetched.Load(),
 		CacheHits: c.hits.Load(), CacheMisses: c.misses.Load(), ReadAheadSpans: c.readAhead.Load(),
+		DenseSpans: c.denseSpans.Load(), TraceSpans: c.traceSpans.Load(), PrefetchSpans: c.prefetchSpans.Load(), TracedSpans: c.traced.Load(),
 		FallbackReads: c.fallbackReads.Load(), Errors: c.errors.Load(),
 		Latency: c.latency.stats(),
 	}

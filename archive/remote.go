@@ -163,14 +163,17 @@ func (s *remoteStorage) Cleanup() error {
 
 // storageOptions configure OpenStorage.
 type storageOptions struct {
-	registry registry.Options
-	cacheDir string
-	timeout  time.Duration
-	blobs    BlobOpener
-	spanDir  string
-	spanSize int64
-	ranger   BlobRanger
-	log      *logrus.Entry
+	registry   registry.Options
+	cacheDir   string
+	timeout    time.Duration
+	blobs      BlobOpener
+	spanDir    string
+	spanSize   int64
+	ranger     BlobRanger
+	log        *logrus.Entry
+	noPrefetch bool
+	window     time.Duration
+	dense      float64
 }
 
 // WithSpanCacheDir sets where inflated spans of seekable layers are kept,
@@ -194,6 +197,41 @@ func WithSpanCacheSize(n int64) StorageOption {
 			return fmt.Errorf("span cache size %d is negative", n)
 		}
 		so.spanSize = n
+		return nil
+	}
+}
+
+// WithPrefetch says whether a mount of a v2 archive fetches, in the
+// background, the spans the last mount of the same image read in its first
+// seconds (see WithPrefetchWindow). The default is true.
+func WithPrefetch(on bool) StorageOption {
+	return func(so *storageOptions) error { so.noPrefetch = !on; return nil }
+}
+
+// WithPrefetchWindow sets how long after it starts a mount records the
+// spans it reads, for the next mount of the same image to prefetch; the
+// trace is kept in the span cache directory, under traces/, by manifest
+// digest. The default is DefaultPrefetchWindow (30 seconds).
+func WithPrefetchWindow(d time.Duration) StorageOption {
+	return func(so *storageOptions) error {
+		if d <= 0 {
+			return fmt.Errorf("prefetch window %s: must be positive", d)
+		}
+		so.window = d
+		return nil
+	}
+}
+
+// WithDenseThreshold sets the share of a seekable layer's spans (0 to 1)
+// that reads must have needed before the rest of the layer is fetched in
+// the background, in parallel ranges; 0 turns it off. The default is
+// DefaultDenseThreshold (0.25).
+func WithDenseThreshold(f float64) StorageOption {
+	return func(so *storageOptions) error {
+		if f < 0 || f > 1 {
+			return fmt.Errorf("dense threshold %g: want 0 to 1", f)
+		}
+		so.dense = f
 		return nil
 	}
 }
@@ -263,7 +301,8 @@ func OpenStorage(a *Archive, opts ...StorageOption) (Storage, error) {
 	// a.Trailer.PlainHTTP is not consulted: the archive is data anyone can
 	// write (only CRC-checked), and letting it ask for plain HTTP would send
 	// the user's saved credentials for its registry in clear.
-	so := storageOptions{registry: registry.DefaultOptions(), cacheDir: DefaultCacheDir(), spanDir: DefaultSpanCacheDir(), timeout: 10 * time.Minute}
+	so := storageOptions{registry: registry.DefaultOptions(), cacheDir: DefaultCacheDir(), spanDir: DefaultSpanCacheDir(), timeout: 10 * time.Minute,
+		window: DefaultPrefetchWindow, dense: DefaultDenseThreshold}
 	for _, o := range opts {
 		if err := o(&so); err != nil {
 			return nil, err
@@ -309,5 +348,6 @@ func OpenStorage(a *Archive, opts ...StorageOption) (Storage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newRangedStorage(a.Metadata, a.Trailer.Members, ranger, cache, whole, withRangedLog(log))
+	return newRangedStorage(a.Metadata, a.Trailer.Members, ranger, cache, whole, withRangedLog(log),
+		withDenseThreshold(so.dense), withTrace(TracePath(so.spanDir, a.Trailer.ManifestDigest), so.window, !so.noPrefetch))
 }

@@ -36,11 +36,14 @@ func DefaultRoot() (string, error) {
 }
 
 // Server is the embedded scratch registry: distribution's registry with
-// filesystem storage, deletes enabled and no tracing.
+// filesystem or S3 storage, deletes enabled and no tracing.
 type Server struct {
 	// Addr is the address it listens on, resolved (a ":0" port is filled in).
 	Addr string
+	// Root is the filesystem storage directory; empty on S3.
 	Root string
+	// Storage says where the data is: Root, or an s3:// URL.
+	Storage string
 
 	app    *handlers.App
 	server *http.Server
@@ -50,7 +53,10 @@ type Server struct {
 
 // serverOptions configure Start.
 type serverOptions struct {
-	htpasswd string
+	htpasswd   string
+	s3         *S3Storage
+	secret     string
+	noRedirect bool
 }
 
 // ServerOption configures Start.
@@ -62,8 +68,32 @@ func WithHtpasswd(path string) ServerOption {
 	return func(o *serverOptions) { o.htpasswd = path }
 }
 
+// WithS3 stores the registry's data in S3 (resolved from the environment
+// with S3Storage.Resolve) instead of under root, which is then ignored.
+// The default is filesystem storage under root.
+func WithS3(s S3Storage) ServerOption {
+	return func(o *serverOptions) { o.s3 = &s }
+}
+
+// WithSecret sets the HTTP secret that signs upload state. Registries that
+// share storage behind one name must share it, or a chunked upload begun on
+// one and continued on another fails. The default is a random secret, which
+// ties each upload to this process.
+func WithSecret(secret string) ServerOption {
+	return func(o *serverOptions) { o.secret = secret }
+}
+
+// WithRedirect chooses whether blob GETs and HEADs redirect to the storage's
+// own URLs (presigned S3 URLs) or are served through the registry. The
+// filesystem has no such URLs, so it only matters on S3. The default is
+// true.
+func WithRedirect(redirect bool) ServerOption {
+	return func(o *serverOptions) { o.noRedirect = !redirect }
+}
+
 // Start serves a registry on addr (host:port; port 0 picks a free one)
-// storing its data under root, in the background until Shutdown.
+// storing its data under root (or in S3, WithS3), in the background until
+// Shutdown.
 func Start(ctx context.Context, addr, root string, opts ...ServerOption) (*Server, error) {
 	var so serverOptions
 	for _, o := range opts {
@@ -74,27 +104,27 @@ func Start(ctx context.Context, addr, root string, opts ...ServerOption) (*Serve
 			return nil, fmt.Errorf("htpasswd file: %w", err)
 		}
 	}
+	storage, where, err := storageConfig(ctx, root, so.s3)
+	if err != nil {
+		return nil, err
+	}
+	storage["redirect"] = configuration.Parameters{"disable": so.noRedirect}
 	// distribution wires OpenTelemetry in its own server; we use only its
 	// handlers, and turn the exporter off as well so nothing ever dials out.
 	if os.Getenv("OTEL_TRACES_EXPORTER") == "" {
 		os.Setenv("OTEL_TRACES_EXPORTER", "none")
 	}
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return nil, fmt.Errorf("creating registry root: %w", err)
-	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", addr, err)
 	}
-	var secret [16]byte
-	_, _ = rand.Read(secret[:])
-	cfg := &configuration.Configuration{
-		Storage: configuration.Storage{
-			"filesystem": configuration.Parameters{"rootdirectory": root},
-			"delete":     configuration.Parameters{"enabled": true},
-		},
+	cfg := &configuration.Configuration{Storage: storage}
+	cfg.HTTP.Secret = so.secret
+	if cfg.HTTP.Secret == "" {
+		var secret [16]byte
+		_, _ = rand.Read(secret[:])
+		cfg.HTTP.Secret = hex.EncodeToString(secret[:])
 	}
-	cfg.HTTP.Secret = hex.EncodeToString(secret[:])
 	if so.htpasswd != "" {
 		cfg.Auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "clipbuild", "path": so.htpasswd}}
 	}
@@ -102,12 +132,15 @@ func Start(ctx context.Context, addr, root string, opts ...ServerOption) (*Serve
 	cfg.Log.Level = "error"
 	app := handlers.NewApp(ctx, cfg)
 	s := &Server{
-		Addr:   ln.Addr().String(),
-		Root:   root,
-		app:    app,
-		ln:     ln,
-		server: &http.Server{Handler: app, ReadHeaderTimeout: 30 * time.Second},
-		done:   make(chan error, 1),
+		Addr:    ln.Addr().String(),
+		Storage: where,
+		app:     app,
+		ln:      ln,
+		server:  &http.Server{Handler: app, ReadHeaderTimeout: 30 * time.Second},
+		done:    make(chan error, 1),
+	}
+	if so.s3 == nil {
+		s.Root = root
 	}
 	go func() {
 		err := s.server.Serve(ln)
@@ -117,6 +150,32 @@ func Start(ctx context.Context, addr, root string, opts ...ServerOption) (*Serve
 		s.done <- err
 	}()
 	return s, nil
+}
+
+// storageConfig is distribution's storage configuration for filesystem
+// storage under root, or for s3 when it is not nil (checked by one request),
+// with deletes enabled; where names it for logs.
+func storageConfig(ctx context.Context, root string, s3 *S3Storage) (configuration.Storage, string, error) {
+	if s3 == nil {
+		if err := os.MkdirAll(root, 0o755); err != nil {
+			return nil, "", fmt.Errorf("creating registry root: %w", err)
+		}
+		return configuration.Storage{
+			"filesystem": configuration.Parameters{"rootdirectory": root},
+			"delete":     configuration.Parameters{"enabled": true},
+		}, root, nil
+	}
+	s, err := s3.Resolve()
+	if err != nil {
+		return nil, "", err
+	}
+	if err := checkS3(ctx, s); err != nil {
+		return nil, "", err
+	}
+	return configuration.Storage{
+		s3DriverName: s.parameters(),
+		"delete":     configuration.Parameters{"enabled": true},
+	}, s.String(), nil
 }
 
 // Done delivers the serve loop's error (nil after Shutdown) when it stops.

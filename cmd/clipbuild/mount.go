@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/docker/go-units"
 	"github.com/sirupsen/logrus"
@@ -19,8 +20,10 @@ import (
 
 // NewMountCmd is `clipbuild mount`.
 func NewMountCmd(g *globalOptions) *cobra.Command {
-	var cacheDir, cacheSize, statsFile string
-	var allowOther, mapOwner bool
+	var cacheDir, cacheSize, statsFile, spanDir string
+	var allowOther, mapOwner, noPrefetch bool
+	var prefetchWindow time.Duration
+	var dense float64
 	reg := registryFlags{}
 	cmd := &cobra.Command{
 		Use:   "mount ARCHIVE MOUNTPOINT",
@@ -59,7 +62,15 @@ rootless container runtime whose container root is the caller.`,
 			}
 			// Plain HTTP to a registry that is not loopback only with
 			// --tls-verify=false: never because the archive says so.
-			sopts := []archive.StorageOption{archive.WithCacheDir(cacheDir), archive.WithRegistryOptions(reg.options(false)), archive.WithStorageLog(log)}
+			sopts := []archive.StorageOption{archive.WithCacheDir(cacheDir), archive.WithRegistryOptions(reg.options(false)), archive.WithStorageLog(log),
+				archive.WithSpanCacheDir(spanDir), archive.WithPrefetch(!noPrefetch)}
+			if prefetchWindow <= 0 {
+				return usagef("--prefetch-window %s: want a positive duration such as 30s", prefetchWindow)
+			}
+			if dense < 0 || dense > 1 {
+				return usagef("--dense-threshold %g: want 0 (off) to 1", dense)
+			}
+			sopts = append(sopts, archive.WithPrefetchWindow(prefetchWindow), archive.WithDenseThreshold(dense))
 			if cacheSize != "" {
 				n, err := units.RAMInBytes(cacheSize)
 				if err != nil || n <= 0 {
@@ -99,6 +110,10 @@ rootless container runtime whose container root is the caller.`,
 	cmd.Flags().StringVar(&cacheDir, "cache-dir", "", "directory for fetched layer data of v2 archives (the default is $XDG_CACHE_HOME/clipbuild/layers)")
 	cmd.Flags().StringVar(&cacheSize, "cache-size", "", "bound of the span cache shared by all mounts, e.g. 4g (the default is the smaller of 2 GiB and 10% of its filesystem)")
 	cmd.Flags().StringVar(&statsFile, "stats", "", "write read statistics (bytes and spans fetched, cache hits and misses, read latency percentiles) as JSON to FILE on exit and on SIGUSR1")
+	cmd.Flags().StringVar(&spanDir, "span-cache-dir", "", "directory of the span cache and read traces of v2 archives read by range, shared by all mounts (the default is $XDG_CACHE_HOME/clipbuild/spans)")
+	cmd.Flags().BoolVar(&noPrefetch, "no-prefetch", false, "do not fetch in the background the spans that the last mount of the same image read in its first seconds")
+	cmd.Flags().DurationVar(&prefetchWindow, "prefetch-window", archive.DefaultPrefetchWindow, "how long after it starts the mount records the spans it reads, for the next mount of the image to prefetch")
+	cmd.Flags().Float64Var(&dense, "dense-threshold", archive.DefaultDenseThreshold, "share of a layer's spans that reads must have needed before the rest of the layer is fetched in the background (0 turns it off)")
 	cmd.Flags().BoolVar(&allowOther, "allow-other", false, "let other users use the mount (always so as root; others need user_allow_other in /etc/fuse.conf)")
 	cmd.Flags().BoolVar(&mapOwner, "map-owner", false, "show files of uid/gid 0 as the caller's (for rootless container runtimes)")
 	reg.bind(cmd)

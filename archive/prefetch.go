@@ -1,0 +1,325 @@
+package archive
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	godigest "github.com/opencontainers/go-digest"
+)
+
+// Two kinds of background fetch keep a ranged mount from losing to a plain
+// pull. Dense: once reads of a layer have needed a large enough share of
+// its members, the rest of the layer is fetched in parallel ranges, so that
+// reading everything costs about one download of the blob. Learned: the
+// members a mount reads in its first seconds are written to a trace in the
+// span cache directory, keyed by the image's manifest digest, and the next
+// mount of that image fetches them, in the order they were read, before
+// they are asked for.
+
+const (
+	// DefaultDenseThreshold is the share of a layer's members that reads
+	// must have needed for the rest of the layer to be fetched.
+	DefaultDenseThreshold = 0.25
+	// DefaultPrefetchWindow is how long after it starts a mount records
+	// the members it reads.
+	DefaultPrefetchWindow = 30 * time.Second
+	// DefaultPrefetchConcurrency is how many range reads one background
+	// fetch keeps in flight (each may go out as a few parallel GETs).
+	DefaultPrefetchConcurrency = 4
+
+	// bulkRun is the most members fetched by one range read in the
+	// background: about 16 MiB inflated, held in memory at once.
+	bulkRun = 16
+	// traceVersion is the format of trace files.
+	traceVersion = 1
+)
+
+// withDenseThreshold sets the share of a layer's members (0 to 1) that
+// reads must have needed, two at least, before the rest of the layer is
+// fetched in the background; 0 turns it off. The default is
+// DefaultDenseThreshold.
+func withDenseThreshold(f float64) rangedOption {
+	return func(o *rangedOptions) {
+		if f >= 0 && f <= 1 {
+			o.dense = f
+		}
+	}
+}
+
+// withPrefetchConcurrency bounds the range reads in flight for one
+// background fetch. The default is DefaultPrefetchConcurrency.
+func withPrefetchConcurrency(n int) rangedOption {
+	return func(o *rangedOptions) {
+		if n > 0 {
+			o.concurrency = n
+		}
+	}
+}
+
+// withTrace records the members read in the first window of the mount to
+// path when the window ends or the storage is cleaned up, whichever comes
+// first, and, with prefetch, first fetches in the background the members
+// that the trace already at path lists. An empty path records nothing.
+func withTrace(path string, window time.Duration, prefetch bool) rangedOption {
+	return func(o *rangedOptions) {
+		o.tracePath, o.prefetch = path, prefetch
+		if window > 0 {
+			o.window = window
+		}
+	}
+}
+
+// TracePath is where a mount of the image with manifest digest dg keeps
+// its trace in the span cache directory spanDir: traces/<hex>.json. It is
+// empty when dg is not a valid digest.
+func TracePath(spanDir, dg string) string {
+	d, err := godigest.Parse(dg)
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(spanDir, "traces", d.Encoded()+".json")
+}
+
+// traceFile is the JSON of a trace.
+type traceFile struct {
+	Version int       `json:"version"`
+	Spans   []spanRef `json:"spans"`
+}
+
+// spanRef names one member of a seekable layer by its index among the
+// layer's non-empty members, which the archive fixes.
+type spanRef struct {
+	Layer  string `json:"layer"`
+	Member int    `json:"member"`
+}
+
+// traceRecorder collects the members read in a mount's first window.
+type traceRecorder struct {
+	path     string
+	deadline time.Time
+	timer    *time.Timer
+
+	mu      sync.Mutex
+	seen    map[spanRef]bool
+	spans   []spanRef
+	written bool
+}
+
+// startTrace starts recording for s, if it is to record.
+func (s *rangedStorage) startTrace() {
+	if s.ro.tracePath == "" {
+		return
+	}
+	r := &traceRecorder{path: s.ro.tracePath, deadline: time.Now().Add(s.ro.window), seen: map[spanRef]bool{}}
+	r.timer = time.AfterFunc(s.ro.window, func() { s.writeTrace() })
+	s.trace = r
+}
+
+// note records that a read needed members first to last of layer dg.
+func (r *traceRecorder) note(dg string, first, last int) {
+	if r == nil || time.Now().After(r.deadline) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.written {
+		return
+	}
+	for i := first; i <= last; i++ {
+		ref := spanRef{dg, i}
+		if !r.seen[ref] {
+			r.seen[ref] = true
+			r.spans = append(r.spans, ref)
+		}
+	}
+}
+
+// writeTrace writes the trace once, unless nothing was read (which would
+// replace a useful trace with an empty one).
+func (s *rangedStorage) writeTrace() {
+	r := s.trace
+	if r == nil {
+		return
+	}
+	r.timer.Stop()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.written {
+		return
+	}
+	r.written = true
+	if len(r.spans) == 0 {
+		return
+	}
+	s.stats.traced.Store(int64(len(r.spans)))
+	b, err := json.Marshal(traceFile{Version: traceVersion, Spans: r.spans})
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(r.path), 0o700)
+	}
+	if err == nil {
+		err = WriteFileAtomic(r.path, func(f *os.File) error {
+			_, err := f.Write(b)
+			return err
+		})
+	}
+	if err != nil {
+		s.ro.log.Warnf("writing the read trace %s: %v", r.path, err)
+	}
+}
+
+// readTrace returns the spans the trace at path lists, in the order they
+// were read, leaving out those that name no member of s (a trace is
+// keyed by manifest, but is only a hint). A missing trace lists none.
+func (s *rangedStorage) readTrace(path string) ([]spanRef, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the read trace: %w", err)
+	}
+	var tf traceFile
+	if err := json.Unmarshal(b, &tf); err != nil {
+		return nil, fmt.Errorf("reading the read trace %s: %w", path, err)
+	}
+	if tf.Version != traceVersion {
+		return nil, fmt.Errorf("reading the read trace %s: version %d, want %d", path, tf.Version, traceVersion)
+	}
+	var out []spanRef
+	for _, ref := range tf.Spans {
+		if l := s.layers[ref.Layer]; l != nil && ref.Member >= 0 && ref.Member < len(l.members) {
+			out = append(out, ref)
+		}
+	}
+	return out, nil
+}
+
+// prefetchTrace fetches in the background the members that the last
+// mount's trace lists, in its order, a few runs at a time.
+func (s *rangedStorage) prefetchTrace() {
+	defer close(s.prefetched)
+	if !s.ro.prefetch || s.ro.tracePath == "" {
+		return
+	}
+	refs, err := s.readTrace(s.ro.tracePath)
+	if err != nil {
+		s.ro.log.Warnf("prefetching: %v", err)
+		return
+	}
+	if len(refs) == 0 {
+		return
+	}
+	s.stats.traceSpans.Store(int64(len(refs)))
+	var runs []layerRun
+	for _, ref := range refs {
+		if n := len(runs); n > 0 {
+			r := &runs[n-1]
+			if r.l.digest == ref.Layer && ref.Member == r.to && r.to-r.from < bulkRun {
+				r.to++
+				continue
+			}
+		}
+		runs = append(runs, layerRun{s.layers[ref.Layer], ref.Member, ref.Member + 1})
+	}
+	s.ro.log.Debugf("prefetching %d spans the last mount read first, in %d runs", len(refs), len(runs))
+	s.fetchRuns(runs, &s.stats.prefetchSpans, "prefetching")
+}
+
+// layerRun is members from to to (exclusive) of layer l.
+type layerRun struct {
+	l        *seekableLayer
+	from, to int
+}
+
+// fetchRuns fetches runs into the cache, in order, with up to the
+// configured concurrency, counting the members fetched (not already
+// cached) in n. It stops when the storage is cleaned up.
+func (s *rangedStorage) fetchRuns(runs []layerRun, n interface{ Add(int64) int64 }, what string) {
+	work := make(chan layerRun)
+	var wg sync.WaitGroup
+	for range min(s.ro.concurrency, len(runs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range work {
+				ctx, cancel := s.opContext()
+				_, counts, err := s.cache.get(ctx, r.l.members[r.from:r.to], s.fetcher(r.l.digest))
+				cancel()
+				n.Add(int64(counts.misses))
+				if err != nil && !s.isClosed() {
+					s.ro.log.WithField("layer", r.l.digest).Debugf("%s: %v", what, err)
+				}
+			}
+		}()
+	}
+	for _, r := range runs {
+		if s.isClosed() {
+			break
+		}
+		work <- r
+	}
+	close(work)
+	wg.Wait()
+}
+
+func (s *rangedStorage) isClosed() bool {
+	select {
+	case <-s.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// noteDense marks members first to last of l as read and, the first time
+// reads have needed the dense threshold's share of them, fetches all the
+// others in the background, in runs of adjacent ones.
+func (s *rangedStorage) noteDense(l *seekableLayer, first, last int) {
+	if s.ro.dense <= 0 {
+		return
+	}
+	l.mu.Lock()
+	if l.seen == nil {
+		l.seen = make([]bool, len(l.members))
+	}
+	for i := first; i <= last; i++ {
+		if !l.seen[i] {
+			l.seen[i] = true
+			l.nseen++
+		}
+	}
+	if l.dense || l.nseen < 2 || float64(l.nseen) < s.ro.dense*float64(len(l.members)) || l.nseen == len(l.members) {
+		l.mu.Unlock()
+		return
+	}
+	l.dense = true
+	var runs []layerRun
+	for i := 0; i < len(l.members); {
+		if l.seen[i] {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(l.members) && !l.seen[j] && j-i < bulkRun {
+			j++
+		}
+		runs = append(runs, layerRun{l, i, j})
+		i = j
+	}
+	l.mu.Unlock()
+	if s.isClosed() {
+		return
+	}
+	s.ro.log.WithField("layer", l.digest).Debugf("reads needed %d of %d spans: fetching the rest", l.nseen, len(l.members))
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.fetchRuns(runs, &s.stats.denseSpans, "fetching a dense layer")
+	}()
+}

@@ -1,0 +1,660 @@
+package archive
+
+/*
+#cgo LDFLAGS: -lz
+#include <stdlib.h>
+#include <zlib.h>
+
+// zr_new allocates a stream and initialises it for windowBits wbits
+// (31: gzip members; -15: raw deflate).
+static z_stream *zr_new(int wbits, int *ret) {
+	z_stream *s = calloc(1, sizeof(z_stream));
+	if (s == NULL) {
+		*ret = Z_MEM_ERROR;
+		return NULL;
+	}
+	*ret = inflateInit2(s, wbits);
+	if (*ret != Z_OK) {
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+static void zr_free(z_stream *s) {
+	inflateEnd(s);
+	free(s);
+}
+
+// zr_inflate runs one inflate call on the given buffers, which it forgets
+// before returning (they are Go memory), and reports what it used.
+static int zr_inflate(z_stream *s, unsigned char *in, unsigned inlen,
+                      unsigned char *out, unsigned outlen, int flush,
+                      unsigned *inused, unsigned *outused, int *dtype) {
+	s->next_in = in;
+	s->avail_in = inlen;
+	s->next_out = out;
+	s->avail_out = outlen;
+	int ret = inflate(s, flush);
+	*inused = inlen - s->avail_in;
+	*outused = outlen - s->avail_out;
+	*dtype = s->data_type;
+	s->next_in = Z_NULL;
+	s->avail_in = 0;
+	s->next_out = Z_NULL;
+	s->avail_out = 0;
+	return ret;
+}
+
+static int zr_window(z_stream *s, unsigned char *buf, unsigned *n) {
+	uInt len = 0;
+	int ret = inflateGetDictionary(s, buf, &len);
+	*n = len;
+	return ret;
+}
+
+static int zr_set_window(z_stream *s, unsigned char *buf, unsigned n) {
+	return inflateSetDictionary(s, buf, n);
+}
+*/
+import "C"
+
+import (
+	"bytes"
+	"compress/flate"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"sort"
+	"time"
+	"unsafe"
+
+	"github.com/beam-cloud/clip/pkg/common"
+	"github.com/sirupsen/logrus"
+
+	"github.com/clipbuild/clipbuild/registry"
+)
+
+// DefaultZranSpan is how much uncompressed (or compressed) data lies
+// between two restart points of a pulled layer. Measured on a gzip -6 tar of
+// /usr/lib parts: the windows then take well under 2% of the blob, and a
+// cold read of one small file fetches at most one span of compressed bytes
+// plus the rest of the deflate block the span ends in.
+const DefaultZranSpan = 3 << 20
+
+// zranWindow is deflate's history: the most a match can reach back.
+const zranWindow = 32 << 10
+
+// ZranIndex holds the restart points of one gzip layer blob (one or more
+// members), found while the blob was inflated once for indexing. Points
+// lie at deflate block boundaries; the span of point i is its layer's
+// uncompressed bytes from Points[i].UOff up to the next point's UOff (or
+// Size), and its SHA-256 checks every read of the span.
+type ZranIndex struct {
+	Size   int64       `json:"size"`  // uncompressed bytes of the layer
+	CSize  int64       `json:"csize"` // bytes of the blob
+	Points []ZranPoint `json:"points"`
+}
+
+// ZranPoint is one restart point: inflating resumes at compressed byte
+// COff with the Bits (0-7) high bits of byte COff-1 still unread, in raw
+// deflate mode, with Window (the up to 32 KiB of output before UOff,
+// itself deflate-compressed) as history. It is zlib's zran method.
+type ZranPoint struct {
+	COff   int64  `json:"coff"`
+	Bits   uint8  `json:"bits,omitempty"`
+	UOff   int64  `json:"uoff"`
+	Window []byte `json:"window,omitempty"`
+	SHA256 string `json:"sha256"` // of the span's uncompressed bytes
+}
+
+// start is the first blob byte a resume from p reads.
+func (p ZranPoint) start() int64 {
+	if p.Bits > 0 {
+		return p.COff - 1
+	}
+	return p.COff
+}
+
+// zlibError names a zlib return code.
+func zlibError(ret C.int, s *C.z_stream) error {
+	msg := ""
+	if s != nil && s.msg != nil {
+		msg = ": " + C.GoString(s.msg)
+	}
+	switch ret {
+	case C.Z_DATA_ERROR:
+		return fmt.Errorf("corrupt deflate data%s", msg)
+	case C.Z_MEM_ERROR:
+		return errors.New("zlib: out of memory")
+	case C.Z_STREAM_ERROR:
+		return fmt.Errorf("zlib: stream error%s", msg)
+	case C.Z_NEED_DICT:
+		return errors.New("zlib: stream needs a preset dictionary")
+	}
+	return fmt.Errorf("zlib: error %d%s", int(ret), msg)
+}
+
+// zstream is one zlib inflate stream in C memory.
+type zstream struct{ s *C.z_stream }
+
+func newZstream(wbits int) (*zstream, error) {
+	var ret C.int
+	s := C.zr_new(C.int(wbits), &ret)
+	if s == nil {
+		return nil, zlibError(ret, nil)
+	}
+	return &zstream{s: s}, nil
+}
+
+func (z *zstream) close() {
+	if z.s != nil {
+		C.zr_free(z.s)
+		z.s = nil
+	}
+}
+
+// inflate runs inflate on in and out and returns the bytes it consumed and
+// produced, zlib's data_type and its return code.
+func (z *zstream) inflate(in, out []byte, flush C.int) (nin, nout int, dtype int, ret C.int) {
+	var inp, outp *C.uchar
+	if len(in) > 0 {
+		inp = (*C.uchar)(unsafe.Pointer(&in[0]))
+	}
+	if len(out) > 0 {
+		outp = (*C.uchar)(unsafe.Pointer(&out[0]))
+	}
+	var iu, ou C.uint
+	var dt C.int
+	ret = C.zr_inflate(z.s, inp, C.uint(len(in)), outp, C.uint(len(out)), flush, &iu, &ou, &dt)
+	return int(iu), int(ou), int(dt), ret
+}
+
+// reset starts a new gzip member.
+func (z *zstream) reset() error {
+	if ret := C.inflateReset2(z.s, 31); ret != C.Z_OK {
+		return zlibError(ret, z.s)
+	}
+	return nil
+}
+
+// ZranOption configures NewZranReader.
+type ZranOption func(*zranOptions)
+
+type zranOptions struct {
+	span int64
+}
+
+// WithZranSpan sets how far apart restart points are, in uncompressed
+// bytes and in compressed bytes, whichever is reached first. The default
+// is DefaultZranSpan.
+func WithZranSpan(n int64) ZranOption {
+	return func(o *zranOptions) {
+		if n > 0 {
+			o.span = n
+		}
+	}
+}
+
+// ZranReader inflates a gzip blob (one member or several) as it is read
+// and records restart points for its ZranIndex. Close it to free zlib's
+// memory.
+type ZranReader struct {
+	src  io.Reader
+	zs   *zstream
+	o    zranOptions
+	in   []byte
+	inLo int
+	inHi int
+	srcE error // the error src returned, once it has
+
+	cin  int64 // blob bytes consumed by inflate
+	uout int64 // uncompressed bytes produced
+	idx  ZranIndex
+	h    hash.Hash // of the current span
+	win  []byte
+	fw   *flate.Writer
+	done bool
+	err  error
+}
+
+// NewZranReader returns a reader of r's inflated bytes that indexes them.
+func NewZranReader(r io.Reader, opts ...ZranOption) (*ZranReader, error) {
+	o := zranOptions{span: DefaultZranSpan}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	zs, err := newZstream(31)
+	if err != nil {
+		return nil, err
+	}
+	fw, _ := flate.NewWriter(io.Discard, flate.BestCompression)
+	z := &ZranReader{src: r, zs: zs, o: o, in: make([]byte, 256<<10), h: sha256.New(), win: make([]byte, zranWindow), fw: fw}
+	// A blob that is not gzip fails here, as gzip.NewReader would.
+	if err := z.fill(); err != nil && !errors.Is(err, io.EOF) {
+		zs.close()
+		return nil, err
+	}
+	if z.inHi-z.inLo < 2 || z.in[z.inLo] != 0x1f || z.in[z.inLo+1] != 0x8b {
+		zs.close()
+		return nil, errors.New("not gzip: bad magic")
+	}
+	return z, nil
+}
+
+// fill reads more of src into the input buffer when it is empty.
+func (z *ZranReader) fill() error {
+	if z.inLo < z.inHi {
+		return nil
+	}
+	if z.srcE != nil {
+		return z.srcE
+	}
+	z.inLo, z.inHi = 0, 0
+	for z.inHi == 0 && z.srcE == nil {
+		n, err := z.src.Read(z.in)
+		z.inHi = n
+		if err != nil {
+			z.srcE = err
+		}
+	}
+	if z.inHi > 0 {
+		return nil
+	}
+	return z.srcE
+}
+
+// Read fills p with inflated bytes.
+func (z *ZranReader) Read(p []byte) (int, error) {
+	if z.err != nil {
+		return 0, z.err
+	}
+	n := 0
+	for n < len(p) && !z.done {
+		if err := z.fill(); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			z.err = fmt.Errorf("inflating: %w", err)
+			break
+		}
+		nin, nout, dtype, ret := z.zs.inflate(z.in[z.inLo:z.inHi], p[n:], C.Z_BLOCK)
+		z.h.Write(p[n : n+nout])
+		z.inLo += nin
+		z.cin += int64(nin)
+		z.uout += int64(nout)
+		n += nout
+		switch ret {
+		case C.Z_OK, C.Z_BUF_ERROR:
+			if ret == C.Z_BUF_ERROR && nin == 0 && nout == 0 && z.inLo < z.inHi {
+				z.err = zlibError(ret, z.zs.s)
+			}
+		case C.Z_STREAM_END:
+			z.err = z.nextMember()
+			continue
+		default:
+			z.err = zlibError(ret, z.zs.s)
+		}
+		if z.err != nil {
+			break
+		}
+		// At a block boundary (or just after a member's header), not
+		// after the last block.
+		if dtype&128 != 0 && dtype&64 == 0 {
+			z.maybePoint(uint8(dtype & 7))
+		}
+	}
+	if z.err != nil && !z.done {
+		return n, z.err
+	}
+	if z.done && n == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// nextMember, at the end of a member, starts the next one or ends the blob.
+func (z *ZranReader) nextMember() error {
+	err := z.fill()
+	if errors.Is(err, io.EOF) {
+		z.done = true
+		return z.finish()
+	}
+	if err != nil {
+		return fmt.Errorf("inflating: %w", err)
+	}
+	if z.in[z.inLo] != 0x1f {
+		return fmt.Errorf("%d bytes after gzip member end at %d are not a gzip member", z.inHi-z.inLo, z.cin)
+	}
+	return z.zs.reset()
+}
+
+// maybePoint records a restart point here if the span since the last one
+// is long enough (or there is none yet).
+func (z *ZranReader) maybePoint(bits uint8) {
+	ps := z.idx.Points
+	if len(ps) > 0 {
+		last := ps[len(ps)-1]
+		if z.uout-last.UOff < z.o.span && z.cin-last.COff < z.o.span {
+			return
+		}
+		if z.uout == last.UOff {
+			return
+		}
+	}
+	var wn C.uint
+	if ret := C.zr_window(z.zs.s, (*C.uchar)(unsafe.Pointer(&z.win[0])), &wn); ret != C.Z_OK {
+		z.err = zlibError(ret, z.zs.s)
+		return
+	}
+	p := ZranPoint{COff: z.cin, Bits: bits, UOff: z.uout}
+	if wn > 0 {
+		var buf bytes.Buffer
+		z.fw.Reset(&buf)
+		z.fw.Write(z.win[:wn])
+		z.fw.Close()
+		p.Window = buf.Bytes()
+	}
+	z.closeSpan()
+	z.idx.Points = append(z.idx.Points, p)
+}
+
+// closeSpan sets the SHA-256 of the span the last point starts.
+func (z *ZranReader) closeSpan() {
+	if n := len(z.idx.Points); n > 0 {
+		z.idx.Points[n-1].SHA256 = hex.EncodeToString(z.h.Sum(nil))
+	}
+	z.h.Reset()
+}
+
+func (z *ZranReader) finish() error {
+	z.closeSpan()
+	z.idx.Size = z.uout
+	z.idx.CSize = z.cin
+	if z.inLo < z.inHi {
+		return fmt.Errorf("%d bytes after the last gzip member", z.inHi-z.inLo)
+	}
+	return nil
+}
+
+// Index returns the blob's restart points once Read has returned io.EOF.
+func (z *ZranReader) Index() (*ZranIndex, error) {
+	if !z.done {
+		return nil, errors.New("zran index asked for before the blob was read to its end")
+	}
+	if z.err != nil {
+		return nil, z.err
+	}
+	idx := z.idx
+	return &idx, nil
+}
+
+// Close frees zlib's memory.
+func (z *ZranReader) Close() error {
+	z.zs.close()
+	return nil
+}
+
+// spanEnd is where span i ends in the layer.
+func (ix *ZranIndex) spanEnd(i int) int64 {
+	if i+1 < len(ix.Points) {
+		return ix.Points[i+1].UOff
+	}
+	return ix.Size
+}
+
+// cEnd is the blob byte after the last one a resume through span i reads.
+func (ix *ZranIndex) cEnd(i int) int64 {
+	if i+1 < len(ix.Points) {
+		return ix.Points[i+1].COff
+	}
+	return ix.CSize
+}
+
+// check validates the index's shape: points ascend, each span has a digest.
+func (ix *ZranIndex) check() error {
+	if len(ix.Points) == 0 || ix.Points[0].UOff != 0 {
+		return errors.New("zran index: no point at the start of the layer")
+	}
+	for i, p := range ix.Points {
+		if p.Bits > 7 || !isHexDigest(p.SHA256) || p.start() < 0 || ix.cEnd(i) < p.COff || ix.spanEnd(i) < p.UOff ||
+			(i > 0 && (p.UOff <= ix.Points[i-1].UOff || p.COff <= ix.Points[i-1].COff)) {
+			return fmt.Errorf("zran index: point %d (compressed %d.%d, uncompressed %d) is out of order", i, p.COff, p.Bits, p.UOff)
+		}
+	}
+	if ix.CSize < ix.Points[len(ix.Points)-1].COff {
+		return errors.New("zran index: blob size is before the last point")
+	}
+	return nil
+}
+
+// Inflate resumes at point first and returns the uncompressed bytes of
+// spans first..last, each checked against its SHA-256. blob holds the
+// blob's bytes from Points[first].start() to cEnd(last). It returns the
+// exact bytes or an error, never wrong bytes.
+func (ix *ZranIndex) Inflate(blob []byte, first, last int) ([][]byte, error) {
+	if first < 0 || last < first || last >= len(ix.Points) {
+		return nil, fmt.Errorf("zran spans %d-%d: the index has %d", first, last, len(ix.Points))
+	}
+	p := ix.Points[first]
+	if want := ix.cEnd(last) - p.start(); int64(len(blob)) != want {
+		return nil, fmt.Errorf("zran spans %d-%d: got %d compressed bytes, want %d", first, last, len(blob), want)
+	}
+	var window []byte
+	if len(p.Window) > 0 {
+		var err error
+		if window, err = io.ReadAll(io.LimitReader(flate.NewReader(bytes.NewReader(p.Window)), zranWindow+1)); err != nil {
+			return nil, fmt.Errorf("zran point %d: window: %w", first, err)
+		}
+		if len(window) > zranWindow {
+			return nil, fmt.Errorf("zran point %d: window is over 32 KiB", first)
+		}
+	}
+	zs, err := newZstream(-15)
+	if err != nil {
+		return nil, err
+	}
+	defer zs.close()
+	in := blob
+	if p.Bits > 0 {
+		if ret := C.inflatePrime(zs.s, C.int(p.Bits), C.int(in[0]>>(8-p.Bits))); ret != C.Z_OK {
+			return nil, zlibError(ret, zs.s)
+		}
+		in = in[1:]
+	}
+	if len(window) > 0 {
+		if ret := C.zr_set_window(zs.s, (*C.uchar)(unsafe.Pointer(&window[0])), C.uint(len(window))); ret != C.Z_OK {
+			return nil, zlibError(ret, zs.s)
+		}
+	}
+	out := make([]byte, ix.spanEnd(last)-p.UOff)
+	pos := 0
+	for pos < len(out) {
+		nin, nout, _, ret := zs.inflate(in, out[pos:], C.Z_NO_FLUSH)
+		in = in[nin:]
+		pos += nout
+		switch ret {
+		case C.Z_OK:
+		case C.Z_BUF_ERROR:
+			if nin == 0 && nout == 0 {
+				return nil, fmt.Errorf("zran spans %d-%d: compressed bytes end %d bytes short of the spans", first, last, len(out)-pos)
+			}
+		case C.Z_STREAM_END:
+			if pos == len(out) {
+				break
+			}
+			// The member ended inside the spans: skip its CRC and
+			// size, and go on with the next member.
+			if len(in) < 8 {
+				return nil, fmt.Errorf("zran spans %d-%d: truncated gzip member trailer", first, last)
+			}
+			in = in[8:]
+			if err := zs.reset(); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, fmt.Errorf("zran spans %d-%d: %w", first, last, zlibError(ret, zs.s))
+		}
+	}
+	spans := make([][]byte, 0, last-first+1)
+	for i := first; i <= last; i++ {
+		b := out[ix.Points[i].UOff-p.UOff : ix.spanEnd(i)-p.UOff : ix.spanEnd(i)-p.UOff]
+		sum := sha256.Sum256(b)
+		if got := hex.EncodeToString(sum[:]); got != ix.Points[i].SHA256 {
+			return nil, fmt.Errorf("zran span %d (uncompressed %d+%d): sha256 %s, want %s", i, ix.Points[i].UOff, len(b), got, ix.Points[i].SHA256)
+		}
+		spans = append(spans, b)
+	}
+	return spans, nil
+}
+
+// members describes the spans as Members, so the span cache can hold them
+// content-addressed: a span's compressed range runs from its point's
+// start to the next point.
+func (ix *ZranIndex) members() []Member {
+	ms := make([]Member, len(ix.Points))
+	for i, p := range ix.Points {
+		ms[i] = Member{COff: p.start(), CLen: ix.cEnd(i) - p.start(), UOff: p.UOff, ULen: ix.spanEnd(i) - p.UOff, SHA256: p.SHA256}
+	}
+	return ms
+}
+
+// zranLayer is one pulled layer read through its restart points.
+type zranLayer struct {
+	digest  string
+	idx     *ZranIndex
+	members []Member
+}
+
+// zranStorage serves the files of pulled layers (one gzip stream each) by
+// byte range: a read fetches, with one single-range GET, the compressed
+// bytes from the restart point before it to the one after it, inflates
+// them from that point's window, checks each span against its SHA-256 and
+// keeps it in the span cache. Layers with no restart points, and layers
+// whose registry ignores ranges, are read through the whole-layer
+// fallback.
+type zranStorage struct {
+	meta     *common.ClipArchiveMetadata
+	layers   map[string]*zranLayer
+	blobs    BlobRanger
+	cache    *SpanCache
+	fallback Storage
+	log      *logrus.Entry
+	timeout  time.Duration
+}
+
+// newZranStorage serves meta's nodes from the layers in zran through blobs
+// and cache (which may be nil: then spans are fetched for every read), and
+// the others through fallback, which may be nil when there are none.
+func newZranStorage(meta *common.ClipArchiveMetadata, zran map[string]*ZranIndex, blobs BlobRanger, cache *SpanCache, fallback Storage) (*zranStorage, error) {
+	s := &zranStorage{meta: meta, layers: map[string]*zranLayer{}, blobs: blobs, cache: cache, fallback: fallback,
+		log: logrus.NewEntry(logrus.StandardLogger()), timeout: 2 * time.Minute}
+	for dg, ix := range zran {
+		if ix == nil {
+			continue
+		}
+		if err := ix.check(); err != nil {
+			return nil, corrupt("layer %s: %v", dg, err)
+		}
+		s.layers[dg] = &zranLayer{digest: dg, idx: ix, members: ix.members()}
+	}
+	return s, nil
+}
+
+// ReadFile fills dest from node's bytes at off.
+func (s *zranStorage) ReadFile(node *common.ClipNode, dest []byte, off int64) (int, error) {
+	if node.Remote == nil {
+		return 0, nil
+	}
+	r := node.Remote
+	if off >= r.ULength {
+		return 0, nil
+	}
+	if rem := r.ULength - off; int64(len(dest)) > rem {
+		dest = dest[:rem]
+	}
+	l := s.layers[r.LayerDigest]
+	if l == nil {
+		if s.fallback == nil {
+			return 0, fmt.Errorf("reading %s: layer %s has no restart points, and no whole-layer reader", node.Path, r.LayerDigest)
+		}
+		return s.fallback.ReadFile(node, dest, off)
+	}
+	err := s.read(l, r.UOffset+off, dest)
+	if errors.Is(err, registry.ErrRangeUnsupported) && s.fallback != nil {
+		s.log.Warnf("reading layer %s whole: %v", l.digest, err)
+		return s.fallback.ReadFile(node, dest, off)
+	}
+	if err != nil {
+		s.log.WithField("layer", l.digest).Errorf("reading %s: %v", node.Path, err)
+		return 0, fmt.Errorf("reading %s: %w", node.Path, err)
+	}
+	return len(dest), nil
+}
+
+// read fills dest with the layer's uncompressed bytes at uoff.
+func (s *zranStorage) read(l *zranLayer, uoff int64, dest []byte) error {
+	end := uoff + int64(len(dest))
+	if uoff < 0 || end > l.idx.Size {
+		return corrupt("bytes %d-%d lie outside the %d bytes of layer %s", uoff, end, l.idx.Size, l.digest)
+	}
+	if len(dest) == 0 {
+		return nil
+	}
+	ms := l.members
+	first := sort.Search(len(ms), func(i int) bool { return ms[i].UOff+ms[i].ULen > uoff })
+	last := sort.Search(len(ms), func(i int) bool { return ms[i].UOff >= end }) - 1
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	var spans [][]byte
+	var err error
+	fetch := s.fetcher(l)
+	if s.cache != nil {
+		spans, _, err = s.cache.get(ctx, ms[first:last+1], fetch)
+	} else {
+		spans, err = fetch(ctx, ms[first:last+1])
+	}
+	if err != nil {
+		return err
+	}
+	for k, b := range spans {
+		m := ms[first+k]
+		lo, hi := max(uoff, m.UOff), min(end, m.UOff+m.ULen)
+		copy(dest[lo-uoff:hi-uoff], b[lo-m.UOff:hi-m.UOff])
+	}
+	return nil
+}
+
+// fetcher fetches a run of adjacent spans of l with one range request and
+// inflates it from the run's first restart point.
+func (s *zranStorage) fetcher(l *zranLayer) fetchFunc {
+	return func(ctx context.Context, run []Member) ([][]byte, error) {
+		first := sort.Search(len(l.members), func(i int) bool { return l.members[i].UOff >= run[0].UOff })
+		last := first + len(run) - 1
+		if last >= len(l.members) || l.members[first].UOff != run[0].UOff {
+			return nil, fmt.Errorf("layer %s: no restart point at %d", l.digest, run[0].UOff)
+		}
+		coff := run[0].COff
+		clen := run[len(run)-1].COff + run[len(run)-1].CLen - coff
+		raw, err := s.blobs.ReadRange(ctx, l.digest, coff, clen)
+		if err != nil {
+			return nil, err
+		}
+		return l.idx.Inflate(raw, first, last)
+	}
+}
+
+func (s *zranStorage) Metadata() *common.ClipArchiveMetadata { return s.meta }
+func (s *zranStorage) CachedLocally() bool                   { return false }
+
+// Cleanup cleans up the fallback.
+func (s *zranStorage) Cleanup() error {
+	if s.fallback != nil {
+		return s.fallback.Cleanup()
+	}
+	return nil
+}
