@@ -9,6 +9,9 @@ TEST_TIMEOUT ?= 40m
 # The OCI distribution-spec conformance suite, run against the embedded registry.
 CONFORMANCE_VERSION := v0.0.0-20260831232431-97274622c111
 CONFORMANCE := bin/conformance
+# The S3 server the registry-on-S3 tests run on loopback (POSIX backend in a temp dir).
+VERSITYGW_VERSION := v1.8.0
+VERSITYGW := bin/versitygw
 
 .PHONY: help deps build test unit demo bench lint fuzz clean
 
@@ -28,14 +31,17 @@ define apt_install
 	else echo "$@: all present ($(1))"; fi
 endef
 
-deps: ## install the system packages clipbuild needs (apt-get; idempotent)
+deps: $(VERSITYGW) ## install the system packages clipbuild needs (apt-get) and the test S3 server (idempotent)
 	$(call apt_install,$(APT_PKGS))
+
+$(VERSITYGW):
+	GOBIN=$(CURDIR)/bin GOFLAGS=-buildvcs=false $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
 
 build: ## build bin/clipbuild
 	$(GO) build -o $(BIN) ./cmd/clipbuild
 
 test: deps build $(CONFORMANCE) ## run unit and integration tests, then the rootless lane (needs root, buildah, FUSE)
-	CLIPBUILD_BIN=$(CURDIR)/$(BIN) CLIPBUILD_CONFORMANCE_BIN=$(CURDIR)/$(CONFORMANCE) \
+	CLIPBUILD_BIN=$(CURDIR)/$(BIN) CLIPBUILD_CONFORMANCE_BIN=$(CURDIR)/$(CONFORMANCE) CLIPBUILD_VERSITYGW=$(CURDIR)/$(VERSITYGW) \
 	  $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v /test/rootless)
 	@# The rootless lane: a new user with subordinate ids runs builds, verify, pull and mounts (test/rootless).
 	CLIPBUILD_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m -v -run '^TestRootlessLane$$' ./test/rootless/

@@ -3,6 +3,7 @@ module github.com/clipbuild/clipbuild
 go 1.26.8
 
 require (
+	github.com/aws/aws-sdk-go v1.55.5
 	github.com/beam-cloud/clip v0.0.0-20260126181811-a2a14fb37f70
 	github.com/cyphar/filepath-securejoin v0.7.0
 	github.com/distribution/distribution/v3 v3.1.2
@@ -24,8 +25,6 @@ require (
 	golang.org/x/sys v0.49.0
 	gopkg.in/yaml.v3 v3.0.1
 )
-
-require github.com/aws/aws-sdk-go v1.55.5 // indirect
 
 require (
 	cyphar.com/go-pathrs v0.2.5 // indirect

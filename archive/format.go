@@ -69,6 +69,12 @@ type Trailer struct {
 	// holds the same member starts as checkpoints, but no lengths or
 	// digests. Absent for layers that are not seekable (pull).
 	Members map[string][]Member `json:"members,omitempty"`
+	// Zran holds, by layer blob digest, the restart points a pull recorded
+	// inside each gzip layer it indexed (one stream, not seekable): a
+	// range read inflates from the point before its bytes with that
+	// point's window, and checks each span against its SHA-256. Absent for
+	// layers with Members, and in archives from before pulls recorded them.
+	Zran map[string]*ZranIndex `json:"zran,omitempty"`
 }
 
 // Archive is an opened, validated clip archive.
@@ -80,6 +86,10 @@ type Archive struct {
 	// OCI is the v2 storage info; nil for a v1 archive.
 	OCI     *common.OCIStorageInfo
 	Trailer Trailer
+
+	// data reads the archive when it is not the file at Path (see
+	// OpenReaderAt).
+	data io.ReaderAt
 }
 
 // Version is 2 for a metadata-only archive whose data lives in a registry and
@@ -144,12 +154,29 @@ func Open(p string) (*Archive, error) {
 	if !st.Mode().IsRegular() {
 		return nil, corrupt("%s is not a regular file", p)
 	}
-	a := &Archive{Path: p, Size: st.Size()}
+	return openReaderAt(f, st.Size(), p)
+}
+
+// OpenReaderAt reads and validates the archive of size bytes that r reads,
+// as Open does; name is what it is called (its Path). A v1 archive's data
+// is then read through r, which must stay readable for as long as the
+// archive's storage is used.
+func OpenReaderAt(r io.ReaderAt, size int64, name string) (*Archive, error) {
+	a, err := openReaderAt(r, size, name)
+	if err != nil {
+		return nil, err
+	}
+	a.data = r
+	return a, nil
+}
+
+func openReaderAt(f io.ReaderAt, size int64, p string) (*Archive, error) {
+	a := &Archive{Path: p, Size: size}
 	if a.Size < common.ClipHeaderLength {
 		return nil, corrupt("file is %d bytes, shorter than the %d-byte header", a.Size, common.ClipHeaderLength)
 	}
 	hb := make([]byte, common.ClipHeaderLength)
-	if _, err := io.ReadFull(f, hb); err != nil {
+	if _, err := io.ReadFull(io.NewSectionReader(f, 0, common.ClipHeaderLength), hb); err != nil {
 		return nil, corrupt("reading header: %v", err)
 	}
 	h, err := clip.NewClipArchiver().DecodeHeader(hb)

@@ -34,8 +34,9 @@ const (
 	DefaultPrefetchConcurrency = 4
 
 	// bulkRun is the most members fetched by one range read in the
-	// background: about 16 MiB inflated, held in memory at once.
-	bulkRun = 16
+	// background: about 8 MiB inflated (and the compressed bytes), held in
+	// memory at once by each of the concurrent reads.
+	bulkRun = 8
 	// traceVersion is the format of trace files.
 	traceVersion = 1
 )
@@ -299,6 +300,7 @@ func (s *rangedStorage) noteDense(l *seekableLayer, first, last int) {
 		return
 	}
 	l.dense = true
+	seen := l.nseen
 	var runs []layerRun
 	for i := 0; i < len(l.members); {
 		if l.seen[i] {
@@ -316,7 +318,7 @@ func (s *rangedStorage) noteDense(l *seekableLayer, first, last int) {
 	if s.isClosed() {
 		return
 	}
-	s.ro.log.WithField("layer", l.digest).Debugf("reads needed %d of %d spans: fetching the rest", l.nseen, len(l.members))
+	s.ro.log.WithField("layer", l.digest).Debugf("reads needed %d of %d spans: fetching the rest", seen, len(l.members))
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()

@@ -174,6 +174,7 @@ type storageOptions struct {
 	noPrefetch bool
 	window     time.Duration
 	dense      float64
+	regHost    string
 }
 
 // WithSpanCacheDir sets where inflated spans of seekable layers are kept,
@@ -251,6 +252,20 @@ func WithStorageLog(l *logrus.Entry) StorageOption {
 // StorageOption configures OpenStorage.
 type StorageOption func(*storageOptions) error
 
+// WithRegistryHost reads a v2 archive's blobs from the registry at host
+// (HOST[:PORT]) instead of the one the archive names, keeping its
+// repository and digests: another replica or a mirror serving the same
+// content. The default is the archive's registry.
+func WithRegistryHost(host string) StorageOption {
+	return func(so *storageOptions) error {
+		if host != "" && (strings.ContainsAny(host, "/@?# ") || strings.HasPrefix(host, ":")) {
+			return fmt.Errorf("registry host %q: want HOST[:PORT]", host)
+		}
+		so.regHost = host
+		return nil
+	}
+}
+
 // WithRegistryOptions sets how a v2 archive's registry is reached. The
 // default is registry.DefaultOptions: HTTPS, except to loopback hosts.
 // Plain HTTP elsewhere is the caller's decision (--tls-verify=false),
@@ -311,7 +326,7 @@ func OpenStorage(a *Archive, opts ...StorageOption) (Storage, error) {
 	if a.Version() == 1 {
 		return newLocalStorage(a)
 	}
-	repo := strings.TrimSuffix(a.OCI.RegistryURL, "/") + "/" + a.OCI.Repository
+	repo := strings.TrimSuffix(registryURL(a.OCI.RegistryURL, so.regHost), "/") + "/" + a.OCI.Repository
 	blobs := so.blobs
 	if blobs == nil {
 		b, err := registry.NewBlobs(repo, so.registry)
@@ -350,4 +365,25 @@ func OpenStorage(a *Archive, opts ...StorageOption) (Storage, error) {
 	}
 	return newRangedStorage(a.Metadata, a.Trailer.Members, ranger, cache, whole, withRangedLog(log),
 		withDenseThreshold(so.dense), withTrace(TracePath(so.spanDir, a.Trailer.ManifestDigest), so.window, !so.noPrefetch))
+}
+
+// registryURL is the archive's registry URL u with its host replaced by
+// host, when one is given; u may have a scheme (http://HOST) or not.
+func registryURL(u, host string) string {
+	if host == "" {
+		return u
+	}
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		scheme, rest = "", u
+	}
+	if i := strings.Index(rest, "/"); i >= 0 {
+		rest = host + rest[i:]
+	} else {
+		rest = host
+	}
+	if scheme == "" {
+		return rest
+	}
+	return scheme + "://" + rest
 }

@@ -16,16 +16,23 @@ type Storage = storage.ClipStorageInterface
 // localStorage reads the data blocks of a self-contained (v1) archive.
 type localStorage struct {
 	meta *common.ClipArchiveMetadata
-	f    *os.File
+	r    io.ReaderAt
+	// f is the archive file when it is one (nil when read through another
+	// io.ReaderAt, such as an S3 object): then its bytes can be spliced.
+	f *os.File
 }
 
-// newLocalStorage opens a's file for reading its data blocks.
+// newLocalStorage opens a's file, or its reader, for reading its data
+// blocks.
 func newLocalStorage(a *Archive) (*localStorage, error) {
+	if a.data != nil {
+		return &localStorage{meta: a.Metadata, r: a.data}, nil
+	}
 	f, err := os.Open(a.Path)
 	if err != nil {
 		return nil, err
 	}
-	return &localStorage{meta: a.Metadata, f: f}, nil
+	return &localStorage{meta: a.Metadata, r: f, f: f}, nil
 }
 
 // ReadFile fills dest from node's data at off. A short read at the end of the
@@ -37,7 +44,7 @@ func (s *localStorage) ReadFile(node *common.ClipNode, dest []byte, off int64) (
 	if rem := node.DataLen - off; int64(len(dest)) > rem {
 		dest = dest[:rem]
 	}
-	n, err := s.f.ReadAt(dest, node.DataPos+off)
+	n, err := s.r.ReadAt(dest, node.DataPos+off)
 	if err == io.EOF && n == len(dest) {
 		err = nil
 	}
@@ -49,13 +56,22 @@ func (s *localStorage) ReadFile(node *common.ClipNode, dest []byte, off int64) (
 
 // fileRange returns where node's bytes lie in the archive file.
 func (s *localStorage) fileRange(node *common.ClipNode, off int64, size int) (*os.File, int64, int, error) {
+	if s.f == nil {
+		return nil, 0, 0, nil
+	}
 	pos, n := clampRange(node.DataPos, node.DataLen, off, size)
 	return s.f, pos, n, nil
 }
 
 func (s *localStorage) Metadata() *common.ClipArchiveMetadata { return s.meta }
 func (s *localStorage) CachedLocally() bool                   { return true }
-func (s *localStorage) Cleanup() error                        { return s.f.Close() }
+
+func (s *localStorage) Cleanup() error {
+	if s.f == nil {
+		return nil
+	}
+	return s.f.Close()
+}
 
 // fileRanger is implemented by a Storage whose file contents lie as they
 // are in a file on disk, so that a mount can splice them from that file's

@@ -191,9 +191,19 @@ func runTimed(ctx context.Context, j *Job, st Stage) error {
 	return err
 }
 
-// Run runs stage for j and then j's cleanup, whatever happened.
+// Run runs stage for j and then j's cleanup, whatever happened. An output
+// that is an s3://BUCKET/KEY URL is written to a scratch file, uploaded when
+// stage is done, and its result stored beside it as KEY.json.
 func Run(ctx context.Context, j *Job, stage Stage) (Result, error) {
-	err := stage.Run(ctx, j)
+	s3out, err := j.prepareOutput()
+	if err == nil {
+		err = stage.Run(ctx, j)
+	}
+	if err == nil && s3out != nil {
+		if err = runTimed(ctx, j, s3out.upload()); err == nil {
+			err = s3out.putResult(ctx, j)
+		}
+	}
 	if cerr := j.cleanup(ctx); cerr != nil {
 		if err == nil {
 			err = fmt.Errorf("cleaning up: %w", cerr)

@@ -224,7 +224,7 @@ func (r *RangeReader) readInto(ctx context.Context, dg string, off int64, buf []
 		return r.get(ctx, c, dg, off, buf)
 	})
 	if err != nil {
-		return fmt.Errorf("%s from %s: %w", what, r.repo.Name(), err)
+		return fmt.Errorf("%s from %s: %w", what, r.repo.Name(), missingBlob(err))
 	}
 	return nil
 }

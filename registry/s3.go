@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go/aws"
+	awssession "github.com/aws/aws-sdk-go/aws/session"
 	"github.com/distribution/distribution/v3/configuration"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
@@ -64,16 +66,21 @@ func (s S3Storage) String() string {
 	return "s3://" + s.Bucket + "/" + s.Prefix
 }
 
-// Resolve fills the empty endpoint and region from the environment as the
-// AWS SDK reads them: AWS_ENDPOINT_URL_S3, then AWS_ENDPOINT_URL; AWS_REGION,
-// then AWS_DEFAULT_REGION, then us-east-1 when an endpoint is given (S3
-// look-alikes rarely care). Credentials are left to the SDK's chain.
+// Resolve fills the empty endpoint and region as the AWS SDK finds them:
+// the endpoint from AWS_ENDPOINT_URL_S3, then AWS_ENDPOINT_URL; the region
+// from AWS_REGION, AWS_DEFAULT_REGION, then the AWS_PROFILE's region in
+// ~/.aws/config (AWS_CONFIG_FILE), then us-east-1 when an endpoint is given
+// (S3 look-alikes rarely care). Credentials are left to the SDK's chain.
 func (s S3Storage) Resolve() (S3Storage, error) {
 	if s.Endpoint == "" {
 		s.Endpoint = firstEnv("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 	}
 	if s.Region == "" {
-		s.Region = firstEnv("AWS_REGION", "AWS_DEFAULT_REGION")
+		sess, err := awssession.NewSessionWithOptions(awssession.Options{SharedConfigState: awssession.SharedConfigEnable})
+		if err != nil {
+			return s, fmt.Errorf("reading the AWS configuration: %w", oneLine(err))
+		}
+		s.Region = aws.StringValue(sess.Config.Region)
 	}
 	if s.Endpoint != "" {
 		u, err := url.Parse(s.Endpoint)

@@ -21,7 +21,7 @@ func NewInspectCmd(g *globalOptions) *cobra.Command {
 			if _, err := g.logger(); err != nil {
 				return err
 			}
-			a, err := archive.Open(args[0])
+			a, err := archive.OpenAny(cmd.Context(), args[0])
 			if err != nil {
 				return fmt.Errorf("inspecting %s: %w", args[0], err)
 			}

@@ -20,7 +20,7 @@ import (
 
 // NewMountCmd is `clipbuild mount`.
 func NewMountCmd(g *globalOptions) *cobra.Command {
-	var cacheDir, cacheSize, statsFile, spanDir string
+	var cacheDir, cacheSize, statsFile, spanDir, regHost string
 	var allowOther, mapOwner, noPrefetch bool
 	var prefetchWindow time.Duration
 	var dense float64
@@ -36,7 +36,18 @@ the mount unless --allow-other is given (which /etc/fuse.conf must allow with
 user_allow_other). Owners are shown as the archive records them, as host
 ids: a file of uid 0 is root's, and one of uid 1000 is whoever has uid 1000
 here. --map-owner shows what uid and gid 0 own as the caller's, for a
-rootless container runtime whose container root is the caller.`,
+rootless container runtime whose container root is the caller.
+
+A v2 archive built by clipbuild is read by byte range, a span (about 1 MiB)
+at a time, into the span cache (--span-cache-dir). Once reads of a layer have
+needed a share of its spans (--dense-threshold), the rest of it is fetched in
+the background. The spans read in the first seconds of a mount
+(--prefetch-window) are recorded in the span cache directory, under traces/,
+by the image's manifest digest, and the next mount of the same image fetches
+them in the background before they are asked for (unless --no-prefetch).
+
+ARCHIVE may be an s3://BUCKET/KEY object: its metadata is read once and a
+v1 archive's data by range, as files are read.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger()
@@ -56,14 +67,14 @@ rootless container runtime whose container root is the caller.`,
 			if err := checkFuseDevice(fuseDevice); err != nil {
 				return fmt.Errorf("mounting %s: %w", args[1], err)
 			}
-			a, err := archive.Open(args[0])
+			a, err := archive.OpenAny(cmd.Context(), args[0])
 			if err != nil {
 				return fmt.Errorf("mounting %s: %w", args[0], err)
 			}
 			// Plain HTTP to a registry that is not loopback only with
 			// --tls-verify=false: never because the archive says so.
 			sopts := []archive.StorageOption{archive.WithCacheDir(cacheDir), archive.WithRegistryOptions(reg.options(false)), archive.WithStorageLog(log),
-				archive.WithSpanCacheDir(spanDir), archive.WithPrefetch(!noPrefetch)}
+				archive.WithSpanCacheDir(spanDir), archive.WithPrefetch(!noPrefetch), archive.WithRegistryHost(regHost)}
 			if prefetchWindow <= 0 {
 				return usagef("--prefetch-window %s: want a positive duration such as 30s", prefetchWindow)
 			}
@@ -116,6 +127,7 @@ rootless container runtime whose container root is the caller.`,
 	cmd.Flags().Float64Var(&dense, "dense-threshold", archive.DefaultDenseThreshold, "share of a layer's spans that reads must have needed before the rest of the layer is fetched in the background (0 turns it off)")
 	cmd.Flags().BoolVar(&allowOther, "allow-other", false, "let other users use the mount (always so as root; others need user_allow_other in /etc/fuse.conf)")
 	cmd.Flags().BoolVar(&mapOwner, "map-owner", false, "show files of uid/gid 0 as the caller's (for rootless container runtimes)")
+	cmd.Flags().StringVar(&regHost, "registry", "", "read a v2 archive's blobs from this registry HOST[:PORT] (another replica or a mirror of the same content), keeping the archive's repository and digests (the default is the registry the archive names)")
 	reg.bind(cmd)
 	return cmd
 }

@@ -208,7 +208,7 @@ type archiveFlags struct {
 
 func (a *archiveFlags) bind(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVarP(&a.output, "output", "o", "", "archive path (the default is ./<image name>.clip)")
+	f.StringVarP(&a.output, "output", "o", "", "archive path or s3://BUCKET/KEY.clip (the default is ./<image name>.clip)")
 	f.StringVar(&a.clipVersion, "clip-version", "", "archive version: auto, 1 or 2 ($CLIP_VERSION; the default is auto)")
 	f.StringVar(&a.config, "config", "", "config file (YAML)")
 	f.BoolVar(&a.json, "json", false, "print the result as JSON on stdout")
@@ -216,10 +216,17 @@ func (a *archiveFlags) bind(cmd *cobra.Command) {
 
 // outputPath is --output, or <name>.clip in the current directory; its
 // directory must exist, so a run fails before any work rather than after.
+// An s3://BUCKET/KEY output is only parsed here.
 func (a *archiveFlags) outputPath(name string) (string, error) {
 	output := a.output
 	if output == "" {
 		output = name + ".clip"
+	}
+	if registry.IsS3URL(output) {
+		if _, err := registry.ParseS3Object(output); err != nil {
+			return "", usagef("--output: %w", err)
+		}
+		return output, nil
 	}
 	if st, err := os.Stat(filepath.Dir(output)); err != nil || !st.IsDir() {
 		return "", fmt.Errorf("output directory %s does not exist", filepath.Dir(output))

@@ -32,7 +32,7 @@ func NewVerifyCmd(g *globalOptions) *cobra.Command {
 			if (image == "") == (rootfs == "") {
 				return usagef("verify needs exactly one of --image or --rootfs")
 			}
-			a, err := archive.Open(args[0])
+			a, err := archive.OpenAny(cmd.Context(), args[0])
 			if err != nil {
 				return fmt.Errorf("verifying %s: %w", args[0], err)
 			}

@@ -32,9 +32,22 @@ func startRegistry(t *testing.T, root string, extra ...string) *registryServer {
 	if root == "" {
 		root = t.TempDir()
 	}
-	r := &registryServer{root: root, done: make(chan struct{})}
-	args := append([]string{"registry", "serve", "--addr", "127.0.0.1:0", "--root", root}, extra...)
+	r := serveRegistry(t, nil, append([]string{"--root", root}, extra...)...)
+	r.root = root
+	return r
+}
+
+// serveRegistry runs `clipbuild registry serve --addr 127.0.0.1:0` with the
+// given flags and extra environment variables (KEY=VALUE), and waits until
+// it serves. It is stopped by its PID when the test ends.
+func serveRegistry(t *testing.T, env []string, flags ...string) *registryServer {
+	t.Helper()
+	r := &registryServer{done: make(chan struct{})}
+	args := append([]string{"registry", "serve", "--addr", "127.0.0.1:0"}, flags...)
 	r.cmd = exec.Command(clipbuildBin, args...)
+	if env != nil {
+		r.cmd.Env = append(os.Environ(), env...)
+	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,288 @@
+package archive
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"math/rand"
+	"os/exec"
+	"sync/atomic"
+	"testing"
+
+	"github.com/beam-cloud/clip/pkg/common"
+	"github.com/google/go-cmp/cmp"
+)
+
+// zranSample is text and incompressible random data in turns, so a
+// gzip -6 stream of it has stored blocks between compressed ones.
+func zranSample(seed int64, n int) []byte {
+	rng := rand.New(rand.NewSource(seed))
+	var b bytes.Buffer
+	words := []string{"alpha ", "beta ", "gamma\n", "delta ", "/usr/lib/x86_64-linux-gnu/", "epsilon\t", "0123456789"}
+	for b.Len() < n {
+		chunk := 16<<10 + rng.Intn(300<<10)
+		if rng.Intn(3) == 0 {
+			r := make([]byte, chunk)
+			rng.Read(r)
+			b.Write(r)
+			continue
+		}
+		for end := b.Len() + chunk; b.Len() < end; {
+			b.WriteString(words[rng.Intn(len(words))])
+		}
+	}
+	return b.Bytes()[:n]
+}
+
+// gzipCLI compresses b with the gzip command at the given level.
+func gzipCLI(t *testing.T, b []byte, level int) []byte {
+	t.Helper()
+	cmd := exec.Command("gzip", fmt.Sprintf("-%d", level), "-c", "-n")
+	cmd.Stdin = bytes.NewReader(b)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("gzip -%d: %v", level, err)
+	}
+	return out
+}
+
+func gzipGo(t *testing.T, b []byte, level int) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, level)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw.Write(b)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// zranIndexOf reads blob through a ZranReader, checks the bytes it gives
+// against want, and returns the index.
+func zranIndexOf(t *testing.T, blob, want []byte, span int64) *ZranIndex {
+	t.Helper()
+	zr, err := NewZranReader(bytes.NewReader(blob), WithZranSpan(span))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	got, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("reading: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("inflated %d bytes, want the %d original ones", len(got), len(want))
+	}
+	ix, err := zr.Index()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.check(); err != nil {
+		t.Fatal(err)
+	}
+	if ix.Size != int64(len(want)) || ix.CSize != int64(len(blob)) {
+		t.Fatalf("index sizes %d/%d, want %d/%d", ix.Size, ix.CSize, len(want), len(blob))
+	}
+	return ix
+}
+
+// sliceRanger serves byte ranges of in-memory blobs and counts bytes sent.
+type sliceRanger struct {
+	blobs map[string][]byte
+	sent  atomic.Int64
+	gets  atomic.Int64
+	flip  int64 // when >= 0, this blob offset is served corrupted
+}
+
+func (r *sliceRanger) ReadRange(_ context.Context, dg string, off, n int64) ([]byte, error) {
+	b := r.blobs[dg]
+	if off < 0 || n < 0 || off+n > int64(len(b)) {
+		return nil, fmt.Errorf("range %d+%d outside blob of %d", off, n, len(b))
+	}
+	out := bytes.Clone(b[off : off+n])
+	if r.flip >= off && r.flip < off+n {
+		out[r.flip-off] ^= 0x40
+	}
+	r.sent.Add(n)
+	r.gets.Add(1)
+	return out, nil
+}
+
+func TestZranResumesExactly(t *testing.T) {
+	text := zranSample(1, 6<<20)
+	other := zranSample(2, 3<<20)
+	multi := append(append(gzipCLI(t, text[:2<<20], 6), gzipGo(t, text[2<<20:4<<20], 1)...), gzipCLI(t, text[4<<20:], 9)...)
+	tests := []struct {
+		name string
+		blob []byte
+		want []byte
+		span int64
+	}{
+		{"gzip -6 text and random", gzipCLI(t, text, 6), text, 128 << 10},
+		{"gzip -1", gzipCLI(t, other, 1), other, 64 << 10},
+		{"go gzip default", gzipGo(t, other, gzip.DefaultCompression), other, 100 << 10},
+		{"multi-member", multi, text, 96 << 10},
+		{"empty", gzipCLI(t, nil, 6), []byte{}, 1 << 20},
+		{"default span", gzipCLI(t, text, 6), text, DefaultZranSpan},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ix := zranIndexOf(t, tc.blob, tc.want, tc.span)
+			if min := len(tc.want) / int(tc.span*2); len(ix.Points) < min {
+				t.Fatalf("%d points, want at least %d", len(ix.Points), min)
+			}
+			bits := 0
+			for i, p := range ix.Points {
+				if p.Bits > 0 {
+					bits++
+				}
+				spans, err := ix.Inflate(tc.blob[p.start():ix.cEnd(i)], i, i)
+				if err != nil {
+					t.Fatalf("span %d: %v", i, err)
+				}
+				if !bytes.Equal(spans[0], tc.want[p.UOff:ix.spanEnd(i)]) {
+					t.Fatalf("span %d differs from the original", i)
+				}
+			}
+			if len(ix.Points) > 8 && bits == 0 {
+				t.Errorf("no point needs inflatePrime among %d: the bit offset path is untested", len(ix.Points))
+			}
+			// Random reads through the storage, each compared with the original.
+			fr := &sliceRanger{blobs: map[string][]byte{"sha256:l": tc.blob}, flip: -1}
+			s, err := newZranStorage(nil, map[string]*ZranIndex{"sha256:l": ix}, fr, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rng := rand.New(rand.NewSource(3))
+			for k := 0; k < 60 && len(tc.want) > 0; k++ {
+				off := rng.Int63n(int64(len(tc.want)))
+				n := 1 + rng.Int63n(min(int64(len(tc.want))-off, 300<<10))
+				node := &common.ClipNode{Path: "/f", Remote: &common.RemoteRef{LayerDigest: "sha256:l", UOffset: off, ULength: n}}
+				dest := make([]byte, n)
+				if got, err := s.ReadFile(node, dest, 0); err != nil || got != int(n) {
+					t.Fatalf("read %d+%d: %d, %v", off, n, got, err)
+				}
+				if !bytes.Equal(dest, tc.want[off:off+n]) {
+					t.Fatalf("read %d+%d differs from the original", off, n)
+				}
+			}
+		})
+	}
+}
+
+func TestZranNeverServesWrongBytes(t *testing.T) {
+	data := zranSample(4, 4<<20)
+	blob := gzipCLI(t, data, 6)
+	ix := zranIndexOf(t, blob, data, 256<<10)
+	if len(ix.Points) < 4 {
+		t.Fatalf("%d points, want 4 or more", len(ix.Points))
+	}
+	i := len(ix.Points) / 2
+	p := ix.Points[i]
+	raw := blob[p.start():ix.cEnd(i)]
+	tests := []struct {
+		name   string
+		mutate func(ix *ZranIndex, raw []byte) []byte
+	}{
+		{"flipped first byte", func(_ *ZranIndex, raw []byte) []byte { raw[0] ^= 0x01; return raw }},
+		{"flipped middle byte", func(_ *ZranIndex, raw []byte) []byte { raw[len(raw)/2] ^= 0x10; return raw }},
+		{"flipped last byte", func(_ *ZranIndex, raw []byte) []byte { raw[len(raw)-1] ^= 0x80; return raw }},
+		{"truncated", func(_ *ZranIndex, raw []byte) []byte { return raw[:len(raw)-1] }},
+		{"wrong window", func(ix *ZranIndex, raw []byte) []byte { ix.Points[i].Window = ix.Points[i-1].Window; return raw }},
+		{"no window", func(ix *ZranIndex, raw []byte) []byte { ix.Points[i].Window = nil; return raw }},
+		{"wrong bits", func(ix *ZranIndex, raw []byte) []byte { ix.Points[i].Bits = (ix.Points[i].Bits + 3) % 8; return raw }},
+		{"wrong digest", func(ix *ZranIndex, raw []byte) []byte {
+			ix.Points[i].SHA256 = ix.Points[i-1].SHA256
+			return raw
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := *ix
+			c.Points = append([]ZranPoint(nil), ix.Points...)
+			in := tc.mutate(&c, bytes.Clone(raw))
+			// The fetched length must match what the point says, so a
+			// wrong Bits value changes the range too.
+			if c.Points[i].start() != p.start() {
+				in = bytes.Clone(blob[c.Points[i].start():ix.cEnd(i)])
+			}
+			spans, err := c.Inflate(in, i, i)
+			if err == nil {
+				t.Fatalf("Inflate gave %d bytes (equal to the original: %v), want an error", len(spans[0]), bytes.Equal(spans[0], data[p.UOff:ix.spanEnd(i)]))
+			}
+		})
+	}
+	// On the wire: a flipped byte in the ranged response fails the read.
+	fr := &sliceRanger{blobs: map[string][]byte{"sha256:l": blob}, flip: p.COff + 100}
+	s, err := newZranStorage(nil, map[string]*ZranIndex{"sha256:l": ix}, fr, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &common.ClipNode{Path: "/f", Remote: &common.RemoteRef{LayerDigest: "sha256:l", UOffset: p.UOff + 10, ULength: 6}}
+	if _, err := s.ReadFile(node, make([]byte, 6), 0); err == nil {
+		t.Fatal("read through a corrupted range succeeded, want an error")
+	}
+}
+
+func TestZranSmallReadFetchesOneSpan(t *testing.T) {
+	data := zranSample(5, 12<<20)
+	blob := gzipCLI(t, data, 6)
+	ix := zranIndexOf(t, blob, data, DefaultZranSpan)
+	fr := &sliceRanger{blobs: map[string][]byte{"sha256:l": blob}, flip: -1}
+	cache, err := OpenSpanCache(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := newZranStorage(nil, map[string]*ZranIndex{"sha256:l": ix}, fr, cache, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := int64(len(data)) / 2
+	node := &common.ClipNode{Path: "/f", Remote: &common.RemoteRef{LayerDigest: "sha256:l", UOffset: off, ULength: 6}}
+	for range 2 {
+		dest := make([]byte, 6)
+		if _, err := s.ReadFile(node, dest, 0); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(data[off:off+6], dest); diff != "" {
+			t.Fatalf("bytes (-want +got):\n%s", diff)
+		}
+	}
+	if got, want := fr.gets.Load(), int64(1); got != want {
+		t.Errorf("range requests: got %d, want %d (the second read is a cache hit)", got, want)
+	}
+	if got, limit := fr.sent.Load(), int64(4<<20); got > limit {
+		t.Errorf("fetched %d bytes for a 6-byte read, want at most %d", got, limit)
+	}
+	t.Logf("blob %d bytes, %d points, 6-byte read fetched %d bytes", len(blob), len(ix.Points), fr.sent.Load())
+}
+
+func TestZranReaderRejectsBadInput(t *testing.T) {
+	good := gzipCLI(t, []byte("hello, world\n"), 6)
+	tests := []struct {
+		name string
+		blob []byte
+	}{
+		{"not gzip", []byte("plain text, not gzip")},
+		{"truncated", good[:len(good)-5]},
+		{"bad crc", append(bytes.Clone(good[:len(good)-8]), 1, 2, 3, 4, 13, 0, 0, 0)},
+		{"garbage after member", append(bytes.Clone(good), "trailing"...)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			zr, err := NewZranReader(bytes.NewReader(tc.blob))
+			if err != nil {
+				return
+			}
+			defer zr.Close()
+			if _, err := io.ReadAll(zr); err == nil {
+				t.Fatal("read succeeded, want an error")
+			}
+		})
+	}
+}
