@@ -2,7 +2,6 @@ package archive
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/clipbuild/clipbuild/registry"
 )
@@ -22,9 +21,5 @@ func OpenAny(ctx context.Context, name string) (*Archive, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := OpenReaderAt(r, r.Size(), name)
-	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", name, err)
-	}
-	return a, nil
+	return OpenReaderAt(r, r.Size(), name)
 }

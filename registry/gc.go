@@ -84,7 +84,9 @@ func WithGCStorage(s S3Storage) GCOption {
 // under root (or in S3, WithGCStorage) last pushed longer ago than the keep
 // duration, then runs distribution's mark-and-sweep garbage collector, which
 // deletes the manifests no tag names any more and the blobs nothing
-// references. Other tags, and what they reference, stay.
+// references. Other tags, and what they reference, stay; manifests that no
+// tag names (pushed by digest alone) go too, as distribution's
+// --delete-untagged does.
 //
 // As distribution requires, no registry may write to the storage while GC
 // runs (stop them, or make them read-only): a blob uploaded during the
@@ -104,6 +106,12 @@ func GC(ctx context.Context, root string, opts ...GCOption) (GCResult, error) {
 	driver, _, err := storageDriver(ctx, root, o.s3)
 	if err != nil {
 		return GCResult{}, err
+	}
+	var notFound storagedriver.PathNotFoundError
+	if _, err := driver.Stat(ctx, repositoriesPath); errors.As(err, &notFound) {
+		return GCResult{}, nil // nothing was ever pushed
+	} else if err != nil {
+		return GCResult{}, fmt.Errorf("reading registry storage: %w", err)
 	}
 	ns, err := storage.NewRegistry(ctx, driver, storage.EnableDelete)
 	if err != nil {
@@ -176,6 +184,10 @@ func collectTags(ctx context.Context, driver storagedriver.StorageDriver, ns dis
 				continue
 			}
 			fi, err := driver.Stat(ctx, tagLinkPath(name, tag))
+			var notFound storagedriver.PathNotFoundError
+			if errors.As(err, &notFound) {
+				continue // a tag directory without a link points at nothing
+			}
 			if err != nil {
 				return fmt.Errorf("reading when %s:%s was pushed: %w", name, tag, err)
 			}
@@ -198,10 +210,13 @@ func collectTags(ctx context.Context, driver storagedriver.StorageDriver, ns dis
 	return res, nil
 }
 
+// repositoriesPath is where distribution's storage keeps its repositories.
+const repositoriesPath = "/docker/registry/v2/repositories"
+
 // tagLinkPath is where distribution's storage keeps the digest tag points
 // at; pushing the tag rewrites it.
 func tagLinkPath(repo, tag string) string {
-	return path.Join("/docker/registry/v2/repositories", repo, "_manifests/tags", tag, "current/link")
+	return path.Join(repositoriesPath, repo, "_manifests/tags", tag, "current/link")
 }
 
 // countBlobs counts the registry's blobs.

@@ -224,6 +224,9 @@ func TestGCOptions(t *testing.T) {
 	if _, err := registry.GC(context.Background(), filepath.Join(t.TempDir(), "missing")); err == nil {
 		t.Error("GC of a missing root succeeded")
 	}
+	if res, err := registry.GC(context.Background(), t.TempDir()); err != nil || len(res.Removed) != 0 {
+		t.Errorf("GC of an empty root = %+v, %v, want nothing removed and no error", res, err)
+	}
 }
 
 // TestReadCollectedBlob reads a blob GC collected, by range and whole: the

@@ -85,7 +85,7 @@ func UploadS3(ctx context.Context, o S3Storage, path string) (err error) {
 	bucket, key := aws.String(o.Bucket), aws.String(o.Prefix)
 	up, err := c.CreateMultipartUploadWithContext(ctx, &s3.CreateMultipartUploadInput{Bucket: bucket, Key: key, ContentType: aws.String("application/octet-stream")})
 	if err != nil {
-		return fmt.Errorf("uploading to %s: %w", o, oneLine(err))
+		return fmt.Errorf("uploading to %s: %w", o, s3Err(ctx, err))
 	}
 	defer func() {
 		if err == nil {
@@ -103,7 +103,7 @@ func UploadS3(ctx context.Context, o S3Storage, path string) (err error) {
 		out, err := c.UploadPartWithContext(ctx, &s3.UploadPartInput{Bucket: bucket, Key: key, UploadId: up.UploadId,
 			PartNumber: aws.Int64(n), Body: io.NewSectionReader(f, off, size), ContentLength: aws.Int64(size)})
 		if err != nil {
-			return fmt.Errorf("uploading part %d to %s: %w", n, o, oneLine(err))
+			return fmt.Errorf("uploading part %d to %s: %w", n, o, s3Err(ctx, err))
 		}
 		parts = append(parts, &s3.CompletedPart{ETag: out.ETag, PartNumber: aws.Int64(n)})
 		if size == 0 {
@@ -115,9 +115,19 @@ func UploadS3(ctx context.Context, o S3Storage, path string) (err error) {
 	}
 	if _, err := c.CompleteMultipartUploadWithContext(ctx, &s3.CompleteMultipartUploadInput{Bucket: bucket, Key: key, UploadId: up.UploadId,
 		MultipartUpload: &s3.CompletedMultipartUpload{Parts: parts}}); err != nil {
-		return fmt.Errorf("completing the upload to %s: %w", o, oneLine(err))
+		return fmt.Errorf("completing the upload to %s: %w", o, s3Err(ctx, err))
 	}
 	return nil
+}
+
+// s3Err is err in one line, or ctx's error when ctx is done (the SDK's
+// RequestCanceled does not wrap it), so that callers can tell an
+// interrupted run with errors.Is.
+func s3Err(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	return oneLine(err)
 }
 
 // PutS3 writes data as the object o, in one request (atomic in S3).
@@ -128,7 +138,7 @@ func PutS3(ctx context.Context, o S3Storage, data []byte, contentType string) er
 	}
 	if _, err := c.PutObjectWithContext(ctx, &s3.PutObjectInput{Bucket: aws.String(o.Bucket), Key: aws.String(o.Prefix),
 		Body: bytes.NewReader(data), ContentType: aws.String(contentType)}); err != nil {
-		return fmt.Errorf("writing %s: %w", o, oneLine(err))
+		return fmt.Errorf("writing %s: %w", o, s3Err(ctx, err))
 	}
 	return nil
 }

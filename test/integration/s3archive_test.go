@@ -39,13 +39,42 @@ func s3ArchiveBig() string {
 	return b.String()
 }
 
-// useS3 points this process's (and so its children's) AWS settings at g.
-func useS3(t *testing.T, g *s3Gateway) {
+// mountS3Archive is mountArchive with the gateway's AWS settings in the
+// mount's environment.
+func mountS3Archive(t *testing.T, g *s3Gateway, archive string, extra ...string) *fuseMount {
 	t.Helper()
-	for _, kv := range g.env(s3SecretKey) {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
+	dir := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
 	}
+	m := &fuseMount{dir: dir, done: make(chan struct{})}
+	m.cmd = exec.Command(clipbuildBin, append([]string{"mount", archive, dir}, extra...)...)
+	m.cmd.Env = append(os.Environ(), g.env(s3SecretKey)...)
+	m.cmd.Stdout, m.cmd.Stderr = &m.stderr, &m.stderr
+	if err := m.cmd.Start(); err != nil {
+		t.Fatalf("starting clipbuild mount: %v", err)
+	}
+	go func() {
+		m.err = m.cmd.Wait()
+		close(m.done)
+	}()
+	t.Cleanup(func() {
+		if _, err := m.stop(syscall.SIGTERM); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	deadline := time.Now().Add(mountReadyTimeout)
+	for !isMounted(t, dir) {
+		select {
+		case <-m.done:
+			t.Fatalf("clipbuild mount exited before mounting (%v):\n%s", m.err, m.stderr.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not mounted after %v:\n%s", dir, mountReadyTimeout, m.stderr.String())
+		}
+	}
+	return m
 }
 
 // s3Object is the file versitygw's POSIX backend keeps for key.
@@ -99,7 +128,7 @@ func buildToS3(t *testing.T, g *s3Gateway, key, image string, flags ...string) b
 	removeImageLater(t, image)
 	u := "s3://" + s3Bucket + "/" + key
 	args := buildArgs(append(append([]string{"--json", "-t", image, "-o", u}, flags...), inlineContext(t, s3ArchiveDockerfile))...)
-	res := runEnv(t, "", buildTimeout, nil, clipbuildBin, args...)
+	res := runEnv(t, "", buildTimeout, g.env(s3SecretKey), clipbuildBin, args...)
 	mustSucceed(t, res)
 	var out buildOutput
 	if err := json.Unmarshal([]byte(res.stdout), &out); err != nil {
@@ -143,12 +172,12 @@ func checkS3Mount(t *testing.T, name, dir string) {
 	}
 }
 
-// TestS3Archives builds v1 and v2 archives onto S3 and reads them back
-// from there with inspect, verify and mount.
+// TestS3Archives builds v1 and v2 archives onto S3 (and pulls the v2
+// image onto S3) and reads them back from there with inspect, verify and
+// mount.
 func TestS3Archives(t *testing.T) {
 	heavy(t)
 	g := startS3(t)
-	useS3(t, g)
 	reg := startRegistry(t, "")
 	for _, tc := range []struct {
 		version string
@@ -165,11 +194,11 @@ func TestS3Archives(t *testing.T) {
 				t.Fatalf("clipVersion: got %d, want %s", out.ClipVersion, tc.version)
 			}
 			u := "s3://" + s3Bucket + "/" + key
-			res := clipbuild(t, "inspect", u, "--json")
+			res := runEnv(t, "", commandTimeout, g.env(s3SecretKey), clipbuildBin, "inspect", u, "--json")
 			mustSucceed(t, res)
 			var s struct {
 				Path    string `json:"path"`
-				Version int    `json:"version"`
+				Version int    `json:"clipVersion"`
 			}
 			if err := json.Unmarshal([]byte(res.stdout), &s); err != nil {
 				t.Fatalf("inspect --json: %v\n%v", err, res)
@@ -177,13 +206,28 @@ func TestS3Archives(t *testing.T) {
 			if s.Path != u || fmt.Sprint(s.Version) != tc.version {
 				t.Errorf("inspect: got %q v%d, want %q v%s", s.Path, s.Version, u, tc.version)
 			}
-			res = runEnv(t, "", buildTimeout, nil, clipbuildBin, "verify", u, "--image", image, "--cache-dir", t.TempDir())
+			res = runEnv(t, "", buildTimeout, g.env(s3SecretKey), clipbuildBin, "verify", u, "--image", image, "--cache-dir", t.TempDir())
 			mustSucceed(t, res)
 			if !strings.Contains(res.stdout, "matches") {
 				t.Errorf("verify: stdout lacks %q\n%v", "matches", res)
 			}
-			m := mountArchive(t, u, "--cache-dir", t.TempDir(), "--span-cache-dir", t.TempDir())
+			m := mountS3Archive(t, g, u, "--cache-dir", t.TempDir(), "--span-cache-dir", t.TempDir())
 			checkS3Mount(t, "mount of "+u, m.dir)
+			if out.ImageRef == "" {
+				return
+			}
+			pulled := "s3://" + s3Bucket + "/x/pulled/app.clip"
+			res = runEnv(t, "", buildTimeout, g.env(s3SecretKey), clipbuildBin, "pull", out.ImageRef, "--clip-version", "2", "--json", "-o", pulled)
+			mustSucceed(t, res)
+			var p buildOutput
+			if err := json.Unmarshal([]byte(res.stdout), &p); err != nil || p.Archive != pulled {
+				t.Fatalf("pull --json: archive %q (%v), want %q\n%v", p.Archive, err, pulled, res)
+			}
+			if _, err := os.Stat(g.object("x/pulled/app.clip.json")); err != nil {
+				t.Errorf("pull: no result beside the archive: %v", err)
+			}
+			pm := mountS3Archive(t, g, pulled, "--cache-dir", t.TempDir(), "--span-cache-dir", t.TempDir())
+			checkS3Mount(t, "mount of "+pulled, pm.dir)
 		})
 	}
 }
@@ -236,14 +280,13 @@ func startFaultyS3(t *testing.T, g *s3Gateway, holdParts bool) *faultyS3 {
 func TestS3ArchiveUploadInterrupted(t *testing.T) {
 	heavy(t)
 	g := startS3(t)
-	useS3(t, g)
 
 	t.Run("completion fails", func(t *testing.T) {
 		f := startFaultyS3(t, g, false)
 		key := "x/fail/app.clip"
 		image := imageName("s3archive-fail")
 		removeImageLater(t, image)
-		res := runEnv(t, "", buildTimeout, []string{"AWS_ENDPOINT_URL=" + f.srv.URL}, clipbuildBin,
+		res := runEnv(t, "", buildTimeout, append(g.env(s3SecretKey), "AWS_ENDPOINT_URL="+f.srv.URL), clipbuildBin,
 			buildArgs("--clip-version", "1", "-t", image, "-o", "s3://"+s3Bucket+"/"+key, inlineContext(t, s3ArchiveDockerfile))...)
 		assertCleanFailure(t, res)
 		if !strings.Contains(res.lastStderrLine(), "completing the upload") {
@@ -259,7 +302,7 @@ func TestS3ArchiveUploadInterrupted(t *testing.T) {
 		image := imageName("s3archive-term")
 		removeImageLater(t, image)
 		cmd := exec.Command(clipbuildBin, buildArgs("--clip-version", "1", "-t", image, "-o", "s3://"+s3Bucket+"/"+key, inlineContext(t, s3ArchiveDockerfile))...)
-		cmd.Env = append(os.Environ(), "AWS_ENDPOINT_URL="+f.srv.URL)
+		cmd.Env = append(append(os.Environ(), g.env(s3SecretKey)...), "AWS_ENDPOINT_URL="+f.srv.URL)
 		var stderr lockedBuffer
 		cmd.Stdout, cmd.Stderr = &stderr, &stderr
 		if err := cmd.Start(); err != nil {
@@ -288,8 +331,8 @@ func TestS3ArchiveUploadInterrupted(t *testing.T) {
 			t.Fatalf("build did not exit within a minute of SIGTERM:\n%s", stderr.String())
 		}
 		var exitErr *exec.ExitError
-		if !errors.As(err, &exitErr) || exitErr.ExitCode() == 0 {
-			t.Errorf("build after SIGTERM: got %v, want a non-zero exit\n%s", err, stderr.String())
+		if !errors.As(err, &exitErr) || exitErr.ExitCode() != 130 {
+			t.Errorf("build after SIGTERM: got %v, want exit status 130\n%s", err, stderr.String())
 		}
 		g.checkNoObject(t, key)
 		g.checkNoUploads(t)
@@ -301,11 +344,10 @@ func TestS3ArchiveUploadInterrupted(t *testing.T) {
 func TestS3ArchiveWrongCredentials(t *testing.T) {
 	heavy(t)
 	g := startS3(t)
-	useS3(t, g)
 	key := "x/creds/app.clip"
 	image := imageName("s3archive-creds")
 	removeImageLater(t, image)
-	res := runEnv(t, "", buildTimeout, []string{"AWS_SECRET_ACCESS_KEY=not-the-secret"}, clipbuildBin,
+	res := runEnv(t, "", buildTimeout, g.env("not-the-secret"), clipbuildBin,
 		buildArgs("--clip-version", "1", "-t", image, "-o", "s3://"+s3Bucket+"/"+key, inlineContext(t, s3ArchiveDockerfile))...)
 	assertCleanFailure(t, res)
 	var errorLines int
@@ -333,7 +375,6 @@ func TestS3ArchiveWrongCredentials(t *testing.T) {
 func TestS3ArchiveMountThroughOtherRegistry(t *testing.T) {
 	heavy(t)
 	g := startS3(t)
-	useS3(t, g)
 	a := serveS3Registry(t, g, "shared", "one-secret-for-both")
 	b := serveS3Registry(t, g, "shared", "one-secret-for-both")
 	key := "x/replica/app.clip"
@@ -343,6 +384,6 @@ func TestS3ArchiveMountThroughOtherRegistry(t *testing.T) {
 	}
 	a.stop(t)
 	u := "s3://" + s3Bucket + "/" + key
-	m := mountArchive(t, u, "--registry", b.addr, "--cache-dir", t.TempDir(), "--span-cache-dir", t.TempDir())
+	m := mountS3Archive(t, g, u, "--registry", b.addr, "--cache-dir", t.TempDir(), "--span-cache-dir", t.TempDir())
 	checkS3Mount(t, "mount through B", m.dir)
 }
