@@ -4,7 +4,7 @@ GO        ?= go
 TAGS      := containers_image_openpgp,exclude_graphdriver_btrfs
 export GOFLAGS := -buildvcs=false -tags=$(TAGS)
 BIN       := bin/clipbuild
-APT_PKGS  := buildah fuse3 busybox-static uidmap
+APT_PKGS  := buildah fuse3 busybox-static uidmap zlib1g-dev gcc libc6-dev
 TEST_TIMEOUT ?= 40m
 # The OCI distribution-spec conformance suite, run against the embedded registry.
 CONFORMANCE_VERSION := v0.0.0-20260831232431-97274622c111

@@ -340,7 +340,7 @@ func OpenStorage(a *Archive, opts ...StorageOption) (Storage, error) {
 	// members) are read by byte range, a member at a time; others (pulled
 	// images, one gzip stream a layer) are fetched whole, as are all layers
 	// when a caller replaced the blob opener but gave no ranged reader.
-	if len(a.Trailer.Members) == 0 || (so.blobs != nil && so.ranger == nil) {
+	if (len(a.Trailer.Members) == 0 && len(a.Trailer.Zran) == 0) || (so.blobs != nil && so.ranger == nil) {
 		return whole, nil
 	}
 	log := so.log
@@ -363,7 +363,18 @@ func OpenStorage(a *Archive, opts ...StorageOption) (Storage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newRangedStorage(a.Metadata, a.Trailer.Members, ranger, cache, whole, withRangedLog(log),
+	// Pulled layers (one gzip stream each) with restart points are read by
+	// range from the nearest point; what has neither members nor points is
+	// read whole.
+	var fallback Storage = whole
+	if len(a.Trailer.Zran) > 0 {
+		zs, err := newZranStorage(a.Metadata, a.Trailer.Zran, ranger, cache, whole, withZranLog(log))
+		if err != nil {
+			return nil, err
+		}
+		fallback = zs
+	}
+	return newRangedStorage(a.Metadata, a.Trailer.Members, ranger, cache, fallback, withRangedLog(log),
 		withDenseThreshold(so.dense), withTrace(TracePath(so.spanDir, a.Trailer.ManifestDigest), so.window, !so.noPrefetch))
 }
 

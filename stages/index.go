@@ -3,7 +3,6 @@ package stages
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -41,6 +40,9 @@ type Indexer struct {
 	// default is no check, for the images a build pushed itself (v1 builds
 	// do not check their own images either); pull sets it.
 	Policy *Policy
+	// Progress is told how many of the layers' compressed bytes have been
+	// read. The default is no reporting.
+	Progress ProgressFunc
 }
 
 // Indexed is a v2 archive on disk.
@@ -186,6 +188,12 @@ func (x Indexer) indexImage(ctx context.Context, r name.Reference, img v1.Image,
 		DecompressedHashByLayer: map[string]string{},
 	}
 	var imageBytes, uncompressedBytes int64
+	var total int64
+	for _, l := range m.Layers {
+		total += l.Size
+	}
+	progress := newProgressCounter(x.Progress, total)
+	zran := map[string]*archive.ZranIndex{}
 	for i, l := range m.Layers {
 		oci.Layers = append(oci.Layers, l.Digest.String())
 		imageBytes += l.Size
@@ -193,10 +201,13 @@ func (x Indexer) indexImage(ctx context.Context, r name.Reference, img v1.Image,
 		if err != nil {
 			return Indexed{}, fmt.Errorf("layer %d: %w", i+1, err)
 		}
-		n, err := indexLayer(ctx, ix, layer, l, cfg.RootFS.DiffIDs[i])
+		n, zi, err := indexLayer(ctx, ix, layer, l, cfg.RootFS.DiffIDs[i], progress)
 		uncompressedBytes += n
 		if err != nil {
 			return Indexed{}, fmt.Errorf("indexing layer %d (%s): %w", i+1, l.Digest.Hex[:12], err)
+		}
+		if zi != nil {
+			zran[l.Digest.String()] = zi
 		}
 		oci.DecompressedHashByLayer[l.Digest.String()] = cfg.RootFS.DiffIDs[i].Hex
 	}
@@ -218,6 +229,9 @@ func (x Indexer) indexImage(ctx context.Context, r name.Reference, img v1.Image,
 		PlainHTTP: x.Options.PlainHTTP(r.Context().RegistryStr()) && !registry.IsLoopback(r.Context().RegistryStr())}
 	nodes := ix.Nodes()
 	t.Xattrs = ix.Xattrs()
+	if len(zran) > 0 {
+		t.Zran = zran
+	}
 	var out Indexed
 	err = archive.WriteFileAtomic(req.Output, func(f *os.File) error {
 		if err := archive.WriteV2(f, nodes, oci, t); err != nil {
@@ -243,18 +257,32 @@ func (x Indexer) indexImage(ctx context.Context, r name.Reference, img v1.Image,
 
 // indexLayer streams one layer through the indexer, checking the
 // uncompressed bytes against the config's diff ID, and returns how many
-// uncompressed bytes the layer has.
-func indexLayer(ctx context.Context, ix *archive.Indexer, layer v1.Layer, desc v1.Descriptor, diffID v1.Hash) (int64, error) {
+// uncompressed bytes the layer has and, for a gzip layer, the restart
+// points found on the way, for reading it by range.
+func indexLayer(ctx context.Context, ix *archive.Indexer, layer v1.Layer, desc v1.Descriptor, diffID v1.Hash, progress *progressCounter) (int64, *archive.ZranIndex, error) {
+	n, zr, err := streamLayer(ctx, ix, layer, desc, diffID, progress)
+	if err != nil || zr == nil {
+		return n, nil, err
+	}
+	zi, err := zr.Index()
+	if err != nil {
+		return n, nil, fmt.Errorf("reading layer: %w", err)
+	}
+	return n, zi, nil
+}
+
+func streamLayer(ctx context.Context, ix *archive.Indexer, layer v1.Layer, desc v1.Descriptor, diffID v1.Hash, progress *progressCounter) (int64, *archive.ZranReader, error) {
 	mt := string(desc.MediaType)
 	gz := strings.HasSuffix(mt, "gzip") || mt == string(types.DockerLayer) || mt == string(types.DockerForeignLayer)
 	plain := mt == imgspecv1.MediaTypeImageLayer || mt == string(types.DockerUncompressedLayer)
 	if !gz && !plain {
-		return 0, fmt.Errorf("layer media type %s is not supported (v2 indexes gzip and uncompressed layers)", mt)
+		return 0, nil, fmt.Errorf("layer media type %s is not supported (v2 indexes gzip and uncompressed layers)", mt)
 	}
 	rc, err := layer.Compressed()
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
+	rc = progress.reader(rc)
 	defer rc.Close()
 	var stream io.Reader = rc
 	if plain {
@@ -262,34 +290,40 @@ func indexLayer(ctx context.Context, ix *archive.Indexer, layer v1.Layer, desc v
 		// reader with "unexpected EOF"; name the real problem instead.
 		br := bufio.NewReader(rc)
 		if magic, _ := br.Peek(4); bytes.HasPrefix(magic, []byte{0x1f, 0x8b}) || bytes.Equal(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}) {
-			return 0, fmt.Errorf("layer is compressed (gzip or zstd) but its media type %s says uncompressed", mt)
+			return 0, nil, fmt.Errorf("layer is compressed (gzip or zstd) but its media type %s says uncompressed", mt)
 		}
 		stream = br
 	}
+	var zr *archive.ZranReader
 	if gz {
-		zr, err := gzip.NewReader(rc)
-		if err != nil {
-			return 0, fmt.Errorf("layer is not gzip: %w", err)
+		// One pass with zlib, recording restart points as it inflates.
+		if zr, err = archive.NewZranReader(rc); err != nil {
+			return 0, nil, fmt.Errorf("layer is not gzip: %w", err)
 		}
-		defer zr.Close()
+		// Closing the blob first ends a read zlib's goroutine may be
+		// blocked in, so Close does not wait on the network.
+		defer func() {
+			rc.Close()
+			zr.Close()
+		}()
 		stream = zr
 	}
 	h := sha256.New()
 	n := &countingWriter{w: h}
 	tee := io.TeeReader(stream, n)
 	if err := ix.AddLayer(ctx, desc.Digest.String(), tee); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if _, err := io.Copy(io.Discard, tee); err != nil {
-		return 0, fmt.Errorf("reading layer: %w", err)
+		return 0, nil, fmt.Errorf("reading layer: %w", err)
 	}
 	if _, err := io.Copy(io.Discard, rc); err != nil {
-		return 0, fmt.Errorf("reading layer: %w", err)
+		return 0, nil, fmt.Errorf("reading layer: %w", err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); diffID.Algorithm == "sha256" && got != diffID.Hex {
-		return 0, fmt.Errorf("uncompressed content sha256:%s does not match the config's diff ID %s", got, diffID)
+		return 0, nil, fmt.Errorf("uncompressed content sha256:%s does not match the config's diff ID %s", got, diffID)
 	}
-	return n.n, nil
+	return n.n, zr, nil
 }
 
 // countingWriter counts the bytes written through it.

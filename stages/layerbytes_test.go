@@ -104,9 +104,15 @@ func TestIndexLayerCountsUncompressedBytes(t *testing.T) {
 				t.Fatal(err)
 			}
 			desc := v1.Descriptor{MediaType: tt.mt, Digest: d, Size: int64(len(tt.blob))}
-			got, err := indexLayer(context.Background(), archive.NewIndexer(), layer, desc, diffID)
+			var done, total int64
+			progress := newProgressCounter(func(d, tot int64) { done, total = d, tot }, desc.Size)
+			got, _, err := indexLayer(context.Background(), archive.NewIndexer(), layer, desc, diffID, progress)
 			if err != nil || got != int64(len(plain)) {
 				t.Errorf("indexLayer() = %d, %v; want %d, nil", got, err, len(plain))
+			}
+			// Pull's index progress counts the blob's bytes as read.
+			if done != desc.Size || total != desc.Size {
+				t.Errorf("progress = %d of %d, want %d of %d", done, total, desc.Size, desc.Size)
 			}
 		})
 	}

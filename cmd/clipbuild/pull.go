@@ -44,7 +44,7 @@ func runPull(cmd *cobra.Command, g *globalOptions, o *pullOptions, image string)
 			return usagef("--clip-version: %w", err)
 		}
 	}
-	jobOpts, _, err := g.jobOptions()
+	jobOpts, progress, err := g.jobOptions()
 	if err != nil {
 		return err
 	}
@@ -69,7 +69,7 @@ func runPull(cmd *cobra.Command, g *globalOptions, o *pullOptions, image string)
 		return err
 	}
 	policy := stages.Policy{Path: o.signaturePolicy}
-	v2 := pipeline.PullV2(stages.Indexer{Options: reg, Platform: o.platform, Policy: &policy})
+	v2 := pipeline.PullV2(stages.Indexer{Options: reg, Platform: o.platform, Policy: &policy, Progress: progress.Reporter("index")})
 	v1 := pipeline.PullV1(stages.Fetcher{Options: reg, Platform: o.platform, Policy: policy})
 	chain := pipeline.ChoosePull(settings, v1, v2)
 	job := pipeline.NewJob(log, output, jobOpts...)
