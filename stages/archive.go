@@ -287,3 +287,21 @@ func ImageMetadata(name string, manifestDigest string, m imgspecv1.Manifest, c i
 	}
 	return md
 }
+
+// writeV2 writes a metadata-only archive to output, atomically, and returns
+// its size.
+func writeV2(output string, nodes []*common.ClipNode, oci *common.OCIStorageInfo, t archive.Trailer) (int64, error) {
+	var size int64
+	err := archive.WriteFileAtomic(output, func(f *os.File) error {
+		if err := archive.WriteV2(f, nodes, oci, t); err != nil {
+			return err
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		size = fi.Size()
+		return nil
+	})
+	return size, err
+}

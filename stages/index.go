@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"strings"
 
@@ -233,17 +232,7 @@ func (x Indexer) indexImage(ctx context.Context, r name.Reference, img v1.Image,
 		t.Zran = zran
 	}
 	var out Indexed
-	err = archive.WriteFileAtomic(req.Output, func(f *os.File) error {
-		if err := archive.WriteV2(f, nodes, oci, t); err != nil {
-			return err
-		}
-		fi, err := f.Stat()
-		if err != nil {
-			return err
-		}
-		out.Bytes = fi.Size()
-		return nil
-	})
+	out.Bytes, err = writeV2(req.Output, nodes, oci, t)
 	if err != nil {
 		return Indexed{}, err
 	}

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -290,17 +289,7 @@ func (p *Publisher) Publish(ctx context.Context, img Image, output string) (Inde
 	oci.ImageMetadata, t.Image = md, md
 	t.Xattrs = ix.Xattrs()
 	nodes := ix.Nodes()
-	err = archive.WriteFileAtomic(output, func(f *os.File) error {
-		if err := archive.WriteV2(f, nodes, oci, t); err != nil {
-			return err
-		}
-		fi, err := f.Stat()
-		if err != nil {
-			return err
-		}
-		out.Bytes = fi.Size()
-		return nil
-	})
+	out.Bytes, err = writeV2(output, nodes, oci, t)
 	if err != nil {
 		return Indexed{}, err
 	}

@@ -45,21 +45,13 @@ CLIPBUILD_REGISTRY_SECRET, or an upload begun on one fails on another.`,
 			if secret != "" {
 				opts = append(opts, registry.WithSecret(secret))
 			}
+			s3, err := storageFlag(cmd, storage)
+			if err != nil {
+				return err
+			}
 			switch {
-			case storage != "":
-				if cmd.Flags().Changed("root") {
-					return usagef("--root and --storage: give one")
-				}
-				s3, err := registry.ParseS3URL(storage)
-				if err != nil {
-					return usagef("--storage: %w", err)
-				}
-				opts = append(opts, registry.WithS3(s3))
-				// The S3 driver's SDK reads ~/.aws/config (profiles, regions,
-				// credential sources) only when asked to, as the AWS CLI does.
-				if os.Getenv("AWS_SDK_LOAD_CONFIG") == "" {
-					os.Setenv("AWS_SDK_LOAD_CONFIG", "1")
-				}
+			case s3 != nil:
+				opts = append(opts, registry.WithS3(*s3))
 				if secret == "" {
 					log.Warn("CLIPBUILD_REGISTRY_SECRET is not set: using a random HTTP secret, so uploads break across registries sharing this storage")
 				}
@@ -119,19 +111,13 @@ A v2 archive whose image was collected fails to read, naming the missing blob.`,
 			}
 			registry.RouteLogs(log.Logger)
 			opts := []registry.GCOption{registry.WithKeep(keep), registry.WithDryRun(dryRun)}
+			s3, err := storageFlag(cmd, storage)
+			if err != nil {
+				return err
+			}
 			switch {
-			case storage != "":
-				if cmd.Flags().Changed("root") {
-					return usagef("--root and --storage: give one")
-				}
-				s3, err := registry.ParseS3URL(storage)
-				if err != nil {
-					return usagef("--storage: %w", err)
-				}
-				opts = append(opts, registry.WithGCStorage(s3))
-				if os.Getenv("AWS_SDK_LOAD_CONFIG") == "" {
-					os.Setenv("AWS_SDK_LOAD_CONFIG", "1")
-				}
+			case s3 != nil:
+				opts = append(opts, registry.WithGCStorage(*s3))
 			case root == "":
 				if root, err = registry.DefaultRoot(); err != nil {
 					return err
@@ -165,4 +151,25 @@ A v2 archive whose image was collected fails to read, naming the missing blob.`,
 	cmd.Flags().DurationVar(&keep, "keep", registry.DefaultKeep, "keep scratch tags pushed less than this long ago")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the tags that would be removed and change nothing")
 	return cmd
+}
+
+// storageFlag parses --storage s3://BUCKET/PREFIX (nil when not given),
+// which excludes --root.
+func storageFlag(cmd *cobra.Command, storage string) (*registry.S3Storage, error) {
+	if storage == "" {
+		return nil, nil
+	}
+	if cmd.Flags().Changed("root") {
+		return nil, usagef("--root and --storage: give one")
+	}
+	s3, err := registry.ParseS3URL(storage)
+	if err != nil {
+		return nil, usagef("--storage: %w", err)
+	}
+	// The S3 driver's SDK reads ~/.aws/config (profiles, regions,
+	// credential sources) only when asked to, as the AWS CLI does.
+	if os.Getenv("AWS_SDK_LOAD_CONFIG") == "" {
+		os.Setenv("AWS_SDK_LOAD_CONFIG", "1")
+	}
+	return &s3, nil
 }
