@@ -340,7 +340,7 @@ func OpenStorage(a *Archive, opts ...StorageOption) (Storage, error) {
 	// members) are read by byte range, a member at a time; others (pulled
 	// images, one gzip stream a layer) are fetched whole, as are all layers
 	// when a caller replaced the blob opener but gave no ranged reader.
-	if (len(a.Trailer.Members) == 0 && len(a.Trailer.Zran) == 0) || (so.blobs != nil && so.ranger == nil) {
+	if len(a.Trailer.Members) == 0 || (so.blobs != nil && so.ranger == nil) {
 		return whole, nil
 	}
 	log := so.log
@@ -363,17 +363,10 @@ func OpenStorage(a *Archive, opts ...StorageOption) (Storage, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Pulled layers (one gzip stream each) with restart points are read by
-	// range from the nearest point; what has neither members nor points is
-	// read whole.
+	// Pulled layers are read whole: the restart points pull records
+	// (Trailer.Zran) are not served yet, as resuming inside a multi-member
+	// blob (a clipbuild-built image pulled again) fails.
 	var fallback Storage = whole
-	if len(a.Trailer.Zran) > 0 {
-		zs, err := newZranStorage(a.Metadata, a.Trailer.Zran, ranger, cache, whole, withZranLog(log))
-		if err != nil {
-			return nil, err
-		}
-		fallback = zs
-	}
 	return newRangedStorage(a.Metadata, a.Trailer.Members, ranger, cache, fallback, withRangedLog(log),
 		withDenseThreshold(so.dense), withTrace(TracePath(so.spanDir, a.Trailer.ManifestDigest), so.window, !so.noPrefetch))
 }
