@@ -72,13 +72,6 @@ func NewBuildCmd(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
 var (
 	nameUnsafe = regexp.MustCompile(`[^a-z0-9._-]+`)
 	// nameSeparators: a reference path component allows single separators
