@@ -87,6 +87,13 @@ func (t *tailWriter) last() string {
 // run executes buildah with args, streaming its stderr (and, when stream is
 // set, its stdout) to the user, and returns its stdout.
 func (b *Buildah) run(ctx context.Context, stream bool, args ...string) (string, error) {
+	return b.runIn(ctx, "", stream, args...)
+}
+
+// runIn is run with buildah's TMPDIR set to tmpdir (unless it is empty):
+// what buildah writes there goes when the caller removes tmpdir, even if
+// clipbuild was killed and buildah never got to remove it itself.
+func (b *Buildah) runIn(ctx context.Context, tmpdir string, stream bool, args ...string) (string, error) {
 	// buildah opens exactly the store clipbuild opens (StoreOptionsInUse).
 	store, err := StoreOptionsInUse()
 	if err != nil {
@@ -100,6 +107,9 @@ func (b *Buildah) run(ctx context.Context, stream bool, args ...string) (string,
 	// If clipbuild itself dies (SIGKILL included), buildah is told to stop
 	// rather than finish a build nobody will archive.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if tmpdir != "" {
+		cmd.Env = append(os.Environ(), "TMPDIR="+tmpdir)
+	}
 	var stdout bytes.Buffer
 	tail := &tailWriter{}
 	// One filter per stream, so partial lines of the two never mix.
@@ -336,8 +346,9 @@ func BudArgs(o BudOptions, dockerfile, iidfile string) []string {
 }
 
 // Bud builds the image described by o. scratch is a directory for Bud's own
-// files (the image ID file), which the caller removes: a run that is killed
-// then leaves nothing of Bud's outside it.
+// files (the image ID file) and buildah's TMPDIR (its run directories, the
+// layer blob of a commit), which the caller removes: a run that is killed
+// then leaves nothing of Bud's or buildah's outside it.
 func (b *Buildah) Bud(ctx context.Context, o BudOptions, scratch string) (Image, error) {
 	dockerfile, err := o.Dockerfile()
 	if err != nil {
@@ -358,7 +369,7 @@ func (b *Buildah) Bud(ctx context.Context, o BudOptions, scratch string) (Image,
 	buildID := randomHex(8)
 	args := BudArgs(o, dockerfile, iid.Name())
 	args = append(args[:len(args)-1], "--build-arg", buildIDArg+"="+buildID, args[len(args)-1])
-	if _, err := b.run(ctx, true, args...); err != nil {
+	if _, err := b.runIn(ctx, scratch, true, args...); err != nil {
 		// buildah leaves its working containers behind when it is stopped
 		// in some phases; ours carry the build ID, so only ours go.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
