@@ -120,6 +120,11 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"version as list", "imageService:\n  clipVersion: [1]\n", "config"},
 		{"bad boolean", "imageService:\n  buildRegistryInsecure: maybe\n", "config"},
 		{"not YAML", "imageService: [unclosed\n", "config"},
+		{"access key without secret", "s3:\n  accessKeyId: AK\n", "secretAccessKey"},
+		{"secret without access key", "s3:\n  secretAccessKey: SK\n", "accessKeyId"},
+		{"endpoint without scheme", "s3:\n  endpoint: 127.0.0.1:9000\n", "s3.endpoint"},
+		{"endpoint of another scheme", "s3:\n  endpoint: ftp://127.0.0.1:9000\n", "s3.endpoint"},
+		{"unknown s3 key", "s3:\n  bucket: b\n", "bucket"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -248,6 +253,73 @@ func TestResolveBadVersionNamesSource(t *testing.T) {
 			}
 			if err == nil || !strings.HasPrefix(err.Error(), tt.wantSource+":") {
 				t.Errorf("Resolve() = %v, want an error starting %q", err, tt.wantSource+":")
+			}
+		})
+	}
+}
+
+func TestLoadConfigS3(t *testing.T) {
+	got, err := pipeline.LoadConfig(writeConfig(t, `s3:
+  endpoint: http://127.0.0.1:7070
+  region: eu-west-1
+  profile: ci
+  accessKeyId: AK
+  secretAccessKey: SK
+registry:
+  secret: shared
+`))
+	if err != nil {
+		t.Fatalf("LoadConfig() = %v, want nil", err)
+	}
+	want := pipeline.S3Config{Endpoint: "http://127.0.0.1:7070", Region: "eu-west-1", Profile: "ci", AccessKeyID: "AK", SecretAccessKey: "SK"}
+	if d := cmp.Diff(want, got.S3); d != "" {
+		t.Errorf("LoadConfig().S3 (-want +got):\n%s", d)
+	}
+	if got.Registry.Secret != "shared" {
+		t.Errorf("LoadConfig().Registry.Secret = %q, want %q", got.Registry.Secret, "shared")
+	}
+	if !got.HasSecrets() {
+		t.Errorf("HasSecrets() = false, want true")
+	}
+}
+
+// TestConfigEnviron: the file's S3 and registry settings become the AWS
+// SDK's environment only where the environment decides nothing, and the
+// credentials are decided as one.
+func TestConfigEnviron(t *testing.T) {
+	full := &pipeline.Config{S3: pipeline.S3Config{Endpoint: "http://127.0.0.1:7070", Region: "eu-west-1", AccessKeyID: "AK", SecretAccessKey: "SK"}}
+	full.Registry.Secret = "shared"
+	profile := &pipeline.Config{S3: pipeline.S3Config{Profile: "ci"}}
+	tests := []struct {
+		name string
+		cfg  *pipeline.Config
+		env  map[string]string
+		want []string
+	}{
+		{"empty config", &pipeline.Config{}, nil, nil},
+		{"nothing in the environment", full, nil, []string{
+			"AWS_ENDPOINT_URL=http://127.0.0.1:7070", "AWS_REGION=eu-west-1",
+			"AWS_ACCESS_KEY_ID=AK", "AWS_SECRET_ACCESS_KEY=SK", "CLIPBUILD_REGISTRY_SECRET=shared"}},
+		{"environment wins", full, map[string]string{
+			"AWS_ENDPOINT_URL": "http://other", "AWS_REGION": "us-east-2",
+			"AWS_ACCESS_KEY_ID": "ENVAK", "AWS_SECRET_ACCESS_KEY": "ENVSK", "CLIPBUILD_REGISTRY_SECRET": "env"}, nil},
+		{"the S3 endpoint variable decides the endpoint", full, map[string]string{"AWS_ENDPOINT_URL_S3": "http://other"}, []string{
+			"AWS_REGION=eu-west-1", "AWS_ACCESS_KEY_ID=AK", "AWS_SECRET_ACCESS_KEY=SK", "CLIPBUILD_REGISTRY_SECRET=shared"}},
+		{"the default region decides the region", full, map[string]string{"AWS_DEFAULT_REGION": "us-east-2"}, []string{
+			"AWS_ENDPOINT_URL=http://127.0.0.1:7070", "AWS_ACCESS_KEY_ID=AK", "AWS_SECRET_ACCESS_KEY=SK", "CLIPBUILD_REGISTRY_SECRET=shared"}},
+		{"a profile in the environment keeps the file's keys out", full, map[string]string{"AWS_PROFILE": "prod"}, []string{
+			"AWS_ENDPOINT_URL=http://127.0.0.1:7070", "AWS_REGION=eu-west-1", "CLIPBUILD_REGISTRY_SECRET=shared"}},
+		{"keys in the environment keep the file's profile out", profile, map[string]string{"AWS_ACCESS_KEY_ID": "ENVAK", "AWS_SECRET_ACCESS_KEY": "ENVSK"}, nil},
+		{"the file's profile", profile, nil, []string{"AWS_PROFILE=ci"}},
+		{"an empty variable decides nothing", full, map[string]string{"AWS_REGION": "", "AWS_PROFILE": ""}, []string{
+			"AWS_ENDPOINT_URL=http://127.0.0.1:7070", "AWS_REGION=eu-west-1",
+			"AWS_ACCESS_KEY_ID=AK", "AWS_SECRET_ACCESS_KEY=SK", "CLIPBUILD_REGISTRY_SECRET=shared"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.cfg.Environ(func(k string) string { return tt.env[k] })
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("Environ() (-want +got):\n%s", d)
 			}
 		})
 	}

@@ -158,7 +158,7 @@ func runBuild(cmd *cobra.Command, g *globalOptions, o *buildOptions, contextDir 
 	if err != nil {
 		return err
 	}
-	cfg, err := pipeline.LoadConfig(o.config)
+	cfg, err := g.loadConfig()
 	if err != nil {
 		return err
 	}

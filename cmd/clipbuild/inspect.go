@@ -21,6 +21,9 @@ func NewInspectCmd(g *globalOptions) *cobra.Command {
 			if _, err := g.logger(); err != nil {
 				return err
 			}
+			if _, err := g.loadConfig(); err != nil {
+				return err
+			}
 			a, err := archive.OpenAny(cmd.Context(), args[0])
 			if err != nil {
 				return fmt.Errorf("inspecting %s: %w", args[0], err)

@@ -54,6 +54,9 @@ v1 archive's data by range, as files are read.`,
 			if err != nil {
 				return err
 			}
+			if _, err := g.loadConfig(); err != nil {
+				return err
+			}
 			var opts []archive.MountOption
 			if allowOther {
 				if err := checkAllowOther(); err != nil {

@@ -48,7 +48,7 @@ func runPull(cmd *cobra.Command, g *globalOptions, o *pullOptions, image string)
 	if err != nil {
 		return err
 	}
-	cfg, err := pipeline.LoadConfig(o.config)
+	cfg, err := g.loadConfig()
 	if err != nil {
 		return err
 	}

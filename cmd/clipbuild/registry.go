@@ -26,9 +26,11 @@ func NewRegistryCmd(g *globalOptions) *cobra.Command {
 
 With --storage s3://BUCKET/PREFIX the data is kept in S3, reached with the AWS
 SDK's settings (AWS_ENDPOINT_URL, with path-style addressing, AWS_REGION,
-AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws/credentials).
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws/credentials),
+or where the environment sets none, the --config file's s3 keys.
 Several registries may share one bucket and prefix; give them all the same
-CLIPBUILD_REGISTRY_SECRET, or an upload begun on one fails on another.`,
+CLIPBUILD_REGISTRY_SECRET (or registry.secret in the config), or an upload
+begun on one fails on another.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -37,6 +39,9 @@ CLIPBUILD_REGISTRY_SECRET, or an upload begun on one fails on another.`,
 				return err
 			}
 			registry.RouteLogs(log.Logger)
+			if _, err := g.loadConfig(); err != nil {
+				return err
+			}
 			opts := []registry.ServerOption{registry.WithRedirect(redirect)}
 			if htpasswd != "" {
 				opts = append(opts, registry.WithHtpasswd(htpasswd))
@@ -53,7 +58,7 @@ CLIPBUILD_REGISTRY_SECRET, or an upload begun on one fails on another.`,
 			case s3 != nil:
 				opts = append(opts, registry.WithS3(*s3))
 				if secret == "" {
-					log.Warn("CLIPBUILD_REGISTRY_SECRET is not set: using a random HTTP secret, so uploads break across registries sharing this storage")
+					log.Warn("neither CLIPBUILD_REGISTRY_SECRET nor the config's registry.secret is set: using a random HTTP secret, so uploads break across registries sharing this storage")
 				}
 			case root == "":
 				if root, err = registry.DefaultRoot(); err != nil {
@@ -110,6 +115,9 @@ A v2 archive whose image was collected fails to read, naming the missing blob.`,
 				return err
 			}
 			registry.RouteLogs(log.Logger)
+			if _, err := g.loadConfig(); err != nil {
+				return err
+			}
 			opts := []registry.GCOption{registry.WithKeep(keep), registry.WithDryRun(dryRun)}
 			s3, err := storageFlag(cmd, storage)
 			if err != nil {

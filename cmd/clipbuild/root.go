@@ -22,6 +22,7 @@ import (
 type globalOptions struct {
 	logLevel  string
 	logFormat string
+	config    string
 	stdout    io.Writer
 	stderr    io.Writer
 
@@ -73,6 +74,33 @@ func (g *globalOptions) logger() (*logrus.Entry, error) {
 	archive.RouteClipLogs(l)
 	g.log = logrus.NewEntry(l)
 	return g.log, nil
+}
+
+// loadConfig reads --config (an empty Config without it) and sets the
+// environment its S3 and registry settings stand for, where the
+// environment does not already decide them (pipeline.Config.Environ), so
+// that every AWS SDK client and S3 driver of the run sees one set of
+// settings. It warns when the file holds secrets others may read. Call it
+// after logger.
+func (g *globalOptions) loadConfig() (*pipeline.Config, error) {
+	cfg, err := pipeline.LoadConfig(g.config)
+	if err != nil {
+		return nil, err
+	}
+	if g.config == "" {
+		return cfg, nil
+	}
+	if st, err := os.Stat(g.config); err == nil && cfg.HasSecrets() && st.Mode().Perm()&0o077 != 0 {
+		g.log.Warnf("config %s holds secrets and is readable by others (mode %04o): chmod 600 it", g.config, st.Mode().Perm())
+	}
+	for _, kv := range cfg.Environ(os.Getenv) {
+		name, value, _ := strings.Cut(kv, "=")
+		if err := os.Setenv(name, value); err != nil {
+			return nil, fmt.Errorf("config %s: setting %s: %w", g.config, name, err)
+		}
+		g.log.Debugf("config %s sets %s", g.config, name)
+	}
+	return cfg, nil
 }
 
 // buildahOutput is where buildah's own output goes: stderr as it is in
@@ -136,6 +164,7 @@ registry on demand; v1 is self-contained.
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	root.PersistentFlags().StringVar(&g.config, "config", "", "config file (YAML): the archive version, build registry, S3 settings and registry secret")
 	root.AddCommand(
 		NewBuildCmd(g),
 		NewInspectCmd(g),
@@ -202,7 +231,6 @@ func (r *registryFlags) options(insecure bool) registry.Options {
 type archiveFlags struct {
 	output      string
 	clipVersion string
-	config      string
 	json        bool
 }
 
@@ -210,7 +238,6 @@ func (a *archiveFlags) bind(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVarP(&a.output, "output", "o", "", "archive path or s3://BUCKET/KEY.clip (the default is ./<image name>.clip)")
 	f.StringVar(&a.clipVersion, "clip-version", "", "archive version: auto, 1 or 2 ($CLIP_VERSION; the default is auto)")
-	f.StringVar(&a.config, "config", "", "config file (YAML)")
 	f.BoolVar(&a.json, "json", false, "print the result as JSON on stdout")
 }
 

@@ -29,6 +29,9 @@ func NewVerifyCmd(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if _, err := g.loadConfig(); err != nil {
+				return err
+			}
 			if (image == "") == (rootfs == "") {
 				return usagef("verify needs exactly one of --image or --rootfs")
 			}
