@@ -42,7 +42,7 @@ type Config struct {
 	} `yaml:"imageService"`
 	// S3 holds the settings of the S3 that registries on S3 and archives at
 	// s3:// URLs use.
-	S3 S3Config `yaml:"s3"`
+	S3       S3Config `yaml:"s3"`
 	Registry struct {
 		// Secret is the HTTP secret that every `registry serve` sharing one
 		// storage must have ($CLIPBUILD_REGISTRY_SECRET).
