@@ -152,7 +152,7 @@ func checkLen(p string) error {
 	return nil
 }
 
-func (ix *Indexer) addEntry(hdr *tar.Header, digest string, dataOff int64) error {
+func (ix *Indexer) addEntry(hdr *tar.Header, digest string, dataOff int64, contentHash string) error {
 	if IsSparse(hdr) && !ix.sparse {
 		return ErrSparse // whatever the entry is: a v1 archive expands it
 	}
@@ -235,6 +235,7 @@ func (ix *Indexer) addEntry(hdr *tar.Header, digest string, dataOff int64) error
 		node.Attr.Blocks = (uint64(hdr.Size) + 511) / 512
 		node.Remote = &common.RemoteRef{LayerDigest: digest, UOffset: dataOff, ULength: hdr.Size}
 		node.DataLen = hdr.Size
+		node.ContentHash = contentHash
 	case tar.TypeSymlink:
 		// The kernel refuses both (ENOENT, ENAMETOOLONG), so an unpack does.
 		if hdr.Linkname == "" {

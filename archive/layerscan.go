@@ -3,8 +3,11 @@ package archive
 import (
 	"archive/tar"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 )
 
@@ -14,6 +17,9 @@ import (
 type LayerEntry struct {
 	Header     tar.Header
 	DataOffset int64
+	// ContentHash is the hex sha256 of a regular file's contents (sparse
+	// files expanded) when the scan was made WithContentHashes, else empty.
+	ContentHash string
 }
 
 // LayerScan is what one pass over a layer's uncompressed tar stream yields:
@@ -30,6 +36,7 @@ type LayerScan struct {
 type scanOptions struct {
 	boundary func(off int64)
 	body     func(e *LayerEntry, body io.Reader) error
+	hashes   bool
 }
 
 // ScanOption configures ScanLayer.
@@ -48,6 +55,15 @@ func WithBoundaries(fn func(off int64)) ScanOption {
 // is skipped. The default reads no contents.
 func WithEntryBodies(fn func(e *LayerEntry, body io.Reader) error) ScanOption {
 	return func(o *scanOptions) { o.body = fn }
+}
+
+// WithContentHashes fills each regular file's LayerEntry.ContentHash (and
+// so the archive node's ContentHash) with the sha256 of its contents, read
+// as the scan passes them anyway. It does not combine with
+// WithEntryBodies, whose callback reads the contents itself. The default
+// hashes nothing.
+func WithContentHashes() ScanOption {
+	return func(o *scanOptions) { o.hashes = true }
 }
 
 // ScanLayer reads one layer's uncompressed tar stream to its end, once,
@@ -74,6 +90,10 @@ func scanLayer(ctx context.Context, r io.Reader, opts []ScanOption, each func(*L
 	}
 	cr := &countingReader{r: r}
 	tr := tar.NewReader(cr)
+	var h hash.Hash
+	if o.hashes && o.body == nil {
+		h = sha256.New()
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return 0, err
@@ -92,6 +112,17 @@ func scanLayer(ctx context.Context, r io.Reader, opts []ScanOption, each func(*L
 			o.boundary(start)
 		}
 		e := &LayerEntry{Header: *hdr, DataOffset: cr.n}
+		if h != nil && isRegularEntry(hdr.Typeflag) && !IsSparse(hdr) {
+			// The hash needs the contents before the entry is applied; the
+			// tar reader gives them once, so they are read here. A sparse
+			// file is not hashed: its logical size may be far beyond its
+			// bytes, and the indexers that hash refuse it anyway.
+			h.Reset()
+			if _, err := io.Copy(h, tr); err != nil {
+				return 0, fmt.Errorf("reading layer tar: %w", err)
+			}
+			e.ContentHash = hex.EncodeToString(h.Sum(nil))
+		}
 		if err := each(e); err != nil {
 			return 0, err
 		}
@@ -133,8 +164,14 @@ func (ix *Indexer) Apply(digest string, s *LayerScan) error {
 	return nil
 }
 
+// isRegularEntry reports whether a tar entry of type flag is a regular file
+// (sparse ones included), whose contents a node serves.
+func isRegularEntry(flag byte) bool {
+	return flag == tar.TypeReg || flag == tar.TypeRegA || flag == tar.TypeGNUSparse
+}
+
 func (ix *Indexer) applyEntry(digest string, e *LayerEntry) error {
-	if err := ix.addEntry(&e.Header, digest, e.DataOffset); err != nil {
+	if err := ix.addEntry(&e.Header, digest, e.DataOffset, e.ContentHash); err != nil {
 		name := e.Header.Name
 		if len(name) > 200 { // a hostile name can be megabytes long
 			name = name[:200] + "..."

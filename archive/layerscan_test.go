@@ -4,11 +4,14 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/beam-cloud/clip/pkg/common"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -103,5 +106,65 @@ func TestApplyMatchesAddLayer(t *testing.T) {
 	}
 	if diff := cmp.Diff(direct.Nodes(), applied.Nodes()); diff != "" {
 		t.Errorf("Apply(ScanLayer) differs from AddLayer (-AddLayer +Apply):\n%s", diff)
+	}
+}
+
+// TestContentHashes: WithContentHashes gives every regular file the sha256
+// of its contents, in the scan and in the nodes of the tree built from it,
+// hard links included, and nothing else a hash; without it nothing is hashed.
+func TestContentHashes(t *testing.T) {
+	raw, files := scanTestLayer(t)
+	var buf bytes.Buffer
+	buf.Write(raw[:len(raw)-1024]) // drop the end-of-archive blocks
+	tw := tar.NewWriter(&buf)
+	for _, h := range []*tar.Header{
+		{Name: "etc/link", Typeflag: tar.TypeLink, Linkname: "etc/small", Mode: 0o644},
+		{Name: "etc/sym", Typeflag: tar.TypeSymlink, Linkname: "small", Mode: 0o777},
+	} {
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	files["etc/link"] = files["etc/small"]
+	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+
+	s, err := ScanLayer(context.Background(), bytes.NewReader(buf.Bytes()), WithContentHashes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range s.Entries {
+		want := ""
+		if e.Header.Typeflag == tar.TypeReg {
+			want = sum(files[e.Header.Name])
+		}
+		if e.ContentHash != want {
+			t.Errorf("ScanLayer(WithContentHashes) %s: ContentHash = %q, want %q", e.Header.Name, e.ContentHash, want)
+		}
+	}
+	ix := NewIndexer()
+	if err := ix.Apply("sha256:layer", s); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range ix.Nodes() {
+		want := ""
+		if n.NodeType == common.FileNode {
+			want = sum(files[strings.TrimPrefix(n.Path, "/")])
+		}
+		if n.ContentHash != want {
+			t.Errorf("node %s: ContentHash = %q, want %q", n.Path, n.ContentHash, want)
+		}
+	}
+
+	plain, err := ScanLayer(context.Background(), bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range plain.Entries {
+		if e.ContentHash != "" {
+			t.Errorf("ScanLayer() %s: ContentHash = %q, want none without WithContentHashes", e.Header.Name, e.ContentHash)
+		}
 	}
 }

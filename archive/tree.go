@@ -209,6 +209,11 @@ func TreeFromArchive(ctx context.Context, a *Archive, s Storage) (Tree, error) {
 					if d, err = digest(newNodeReader(s, n)); err != nil {
 						return nil, fmt.Errorf("reading %s: %w", n.Path, err)
 					}
+					// The hash recorded when the archive was made must be
+					// what its data reads as.
+					if n.ContentHash != "" && d != "sha256:"+n.ContentHash {
+						return nil, fmt.Errorf("reading %s: its data reads as %s, not the sha256:%s the archive records: %w", n.Path, d, n.ContentHash, ErrCorrupt)
+					}
 					digests[n.Attr.Ino] = d
 				}
 				e.Digest = d

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -446,5 +447,30 @@ func TestWriteV1UnreadableFile(t *testing.T) {
 		Size: int64(len(noPermData)), Digest: sha(noPermData), Nlink: 1}
 	if d := cmp.Diff(want, tree["/shadow"]); d != "" {
 		t.Errorf("/shadow (-want +got):\n%s", d)
+	}
+}
+
+// TestTreeFromArchiveChecksContentHash: a file whose data does not read as
+// the content hash the archive records is an ErrCorrupt naming the file,
+// not a tree (verify then fails rather than comparing wrong bytes).
+func TestTreeFromArchiveChecksContentHash(t *testing.T) {
+	_, clip := fixtureArchive(t)
+	a, err := archive.Open(clip)
+	if err != nil {
+		t.Fatalf("Open() = %v", err)
+	}
+	n := nodesByPath(a)[pathSmall]
+	if n == nil || n.ContentHash != sha(smallData)[len("sha256:"):] {
+		t.Fatalf("%s: ContentHash = %v, want the sha256 of its data", pathSmall, n)
+	}
+	n.ContentHash = sha([]byte("other"))[len("sha256:"):]
+	s, err := archive.OpenStorage(a)
+	if err != nil {
+		t.Fatalf("OpenStorage() = %v", err)
+	}
+	defer s.Cleanup()
+	_, err = archive.TreeFromArchive(context.Background(), a, s)
+	if !errors.Is(err, archive.ErrCorrupt) || !strings.Contains(err.Error(), pathSmall) {
+		t.Errorf("TreeFromArchive() with a wrong content hash = %v, want ErrCorrupt naming %s", err, pathSmall)
 	}
 }

@@ -300,7 +300,7 @@ func streamLayer(ctx context.Context, ix *archive.Indexer, layer v1.Layer, desc 
 	h := sha256.New()
 	n := &countingWriter{w: h}
 	tee := io.TeeReader(stream, n)
-	if err := ix.AddLayer(ctx, desc.Digest.String(), tee); err != nil {
+	if err := ix.AddLayer(ctx, desc.Digest.String(), tee, archive.WithContentHashes()); err != nil {
 		return 0, nil, err
 	}
 	if _, err := io.Copy(io.Discard, tee); err != nil {

@@ -8,7 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
+	"regexp"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -58,8 +58,9 @@ func TestArchiveLayoutCorrupt(t *testing.T) {
 		change func(blob []byte) []byte
 		want   string
 	}{
-		// A gzip stream cut short: the layer cannot be read.
-		{"truncated gzip", gz, func(b []byte) []byte { return b[:len(b)/2] }, "unexpected EOF"},
+		// A gzip stream cut short: the layer cannot be read (Go's gzip
+		// says so, or pigz where containers-storage finds it on PATH).
+		{"truncated gzip", gz, func(b []byte) []byte { return b[:len(b)/2] }, "unexpected EOF|incomplete deflate data"},
 		// Same length, other bytes: the digest catches it.
 		{"flipped byte", plain, func(b []byte) []byte { b = bytes.Clone(b); b[len(b)-2000] ^= 1; return b }, "does not match digest"},
 	}
@@ -71,8 +72,8 @@ func TestArchiveLayoutCorrupt(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := filepath.Join(t.TempDir(), "out.clip")
-			if _, err := ArchiveLayout(context.Background(), l, "x", out); err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("ArchiveLayout() = %v, want an error containing %q", err, tt.want)
+			if _, err := ArchiveLayout(context.Background(), l, "x", out); err == nil || !regexp.MustCompile(tt.want).MatchString(err.Error()) {
+				t.Errorf("ArchiveLayout() = %v, want an error matching %q", err, tt.want)
 			}
 			if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("Stat(output) = %v, want it absent", err)

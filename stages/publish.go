@@ -445,7 +445,7 @@ func scanInto(ctx context.Context, l StoreLayer, w *archive.SeekableWriter, prog
 	// scanner's reads on as they are, so entry starts reach the writer
 	// right after their bytes.
 	tee := io.TeeReader(bufio.NewReaderSize(rc, 256<<10), w)
-	scan, err := archive.ScanLayer(ctx, tee, archive.WithBoundaries(w.Boundary))
+	scan, err := archive.ScanLayer(ctx, tee, archive.WithBoundaries(w.Boundary), archive.WithContentHashes())
 	if cerr := rc.Close(); err == nil && cerr != nil {
 		err = cerr
 	}

@@ -53,7 +53,9 @@ type cacheEntry struct {
 }
 
 // cacheMagic starts every entry file: [magic][gob entry][sha256 of the gob].
-var cacheMagic = []byte("CBPUBC1\n")
+// Version 2 entries carry the files' content hashes; version 1 ones are
+// misses.
+var cacheMagic = []byte("CBPUBC2\n")
 
 // maxMountSources bounds how many other repositories a lookup tries to
 // mount a layer from.

@@ -197,7 +197,7 @@ func indexOf(t *testing.T, layers [][]byte, blobs []string) *archive.Indexer {
 	t.Helper()
 	ix := archive.NewIndexer()
 	for i, l := range layers {
-		if err := ix.AddLayer(context.Background(), blobs[i], bytes.NewReader(l)); err != nil {
+		if err := ix.AddLayer(context.Background(), blobs[i], bytes.NewReader(l), archive.WithContentHashes()); err != nil {
 			t.Fatalf("AddLayer(%d) = %v", i, err)
 		}
 	}
