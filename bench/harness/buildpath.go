@@ -8,6 +8,7 @@ import (
 	"regexp"
 
 	"github.com/clipbuild/clipbuild/bench/imagegen"
+	"github.com/clipbuild/clipbuild/bench/proxy"
 )
 
 // Command templates of the build path (see suite.argv).
@@ -88,12 +89,26 @@ func (s *suite) buildV2(ctx context.Context) error {
 	smp := newSamples("v2-build-after-bud", display(cmdV2))
 	re := newSamples("v2-rebuild-last-layer", display(cmdRebud)+"; "+display(cmdV2))
 	for i := 0; i < s.o.Runs; i++ {
-		err := s.withRegistry(fmt.Sprintf("registry-v2-%d", i), func(reg *registry) error {
+		// The last run's registry and archive stay for the lazy-built rows.
+		last := i == s.o.Runs-1
+		keepAs := ""
+		if last {
+			keepAs = filepath.Join(s.work, "built-v2.clip")
+		}
+		err := s.withRegistry(fmt.Sprintf("registry-v2-%d", i), last, func(reg *registry) error {
 			if err := os.RemoveAll(s.publishCache()); err != nil {
 				return err
 			}
-			if err := s.measureV2(ctx, reg, smp); err != nil {
+			layers, err := s.measureV2(ctx, reg, smp, keepAs, nil)
+			if err != nil {
 				return err
+			}
+			if last {
+				s.built = reg
+				s.im.BuiltLayers = layers
+				for _, l := range layers {
+					s.im.BuiltBytes += l.Size
+				}
 			}
 			s.logf("   v2 build %d: %.1fs after bud, %d bytes sent, %d fetched, %d blob bytes", i+1, smp.seconds[i], smp.sent[i], smp.fetched[i], smp.blob[i])
 			return s.rebuild(ctx, reg, re, i+1)
@@ -108,20 +123,30 @@ func (s *suite) buildV2(ctx context.Context) error {
 
 // measureV2 runs one v2 build against reg and records it in smp: stages,
 // bytes through the proxy, the archive, and the layer blobs of the
-// manifest it pushed (read from the registry directly, not counted).
-func (s *suite) measureV2(ctx context.Context, reg *registry, smp *samples) error {
+// manifest it pushed (read from the registry directly, not counted), which
+// it returns. The archive is removed or, with keepAs, moved there. With
+// an S3 gateway's proxy, the build's bytes to and from S3 are recorded too.
+func (s *suite) measureV2(ctx context.Context, reg *registry, smp *samples, keepAs string, s3 *proxy.Proxy) ([]layer, error) {
+	if s3 != nil {
+		s3.Reset()
+	}
 	m, err := s.r.timed(ctx, s.argv(cmdV2, reg.Proxy.Addr), nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c := reg.Proxy.Reset()
+	if s3 != nil {
+		c3 := s3.Reset()
+		smp.s3Sent = append(smp.s3Sent, c3.Sent)
+		smp.s3Fetched = append(smp.s3Fetched, c3.Fetched)
+	}
 	r, err := parseResult(m.Stdout, 2)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	layers, err := reg.manifest(ctx, s.repo, r.ManifestDigest)
 	if err != nil {
-		return fmt.Errorf("the manifest clipbuild pushed: %w", err)
+		return nil, fmt.Errorf("the manifest clipbuild pushed: %w", err)
 	}
 	var blobs int64
 	for _, l := range layers {
@@ -136,8 +161,11 @@ func (s *suite) measureV2(ctx context.Context, reg *registry, smp *samples) erro
 	if p := layersPushed(m.Log); p != "" {
 		smp.pushed = p
 	}
-	_ = os.Remove(filepath.Join(s.work, "v2.clip"))
-	return nil
+	archive := filepath.Join(s.work, "v2.clip")
+	if keepAs == "" {
+		return layers, os.Remove(archive)
+	}
+	return layers, os.Rename(archive, keepAs)
 }
 
 // pushedLog is clipbuild's summary of a publish.
@@ -180,7 +208,7 @@ func (s *suite) rebuild(ctx context.Context, reg *registry, smp *samples, n int)
 	}
 	budSeconds := m.Wall.Seconds()
 	smp.stage("buildah bud (new last layer)", budSeconds)
-	if err := s.measureV2(ctx, reg, smp); err != nil {
+	if _, err := s.measureV2(ctx, reg, smp, "", nil); err != nil {
 		_ = restore()
 		return err
 	}
@@ -194,7 +222,7 @@ func (s *suite) rebuild(ctx context.Context, reg *registry, smp *samples, n int)
 func (s *suite) pushRegistry(ctx context.Context) error {
 	smp := newSamples("buildah-push-registry", display(cmdPushRegistry))
 	for i := 0; i < s.o.Runs; i++ {
-		err := s.withRegistry(fmt.Sprintf("registry-push-%d", i), func(reg *registry) error {
+		err := s.withRegistry(fmt.Sprintf("registry-push-%d", i), false, func(reg *registry) error {
 			m, err := s.r.timed(ctx, s.argv(cmdPushRegistry, reg.Proxy.Addr), nil)
 			if err != nil {
 				return err
@@ -245,17 +273,25 @@ func (s *suite) pushOCI(ctx context.Context) error {
 }
 
 // withRegistry runs fn against a new registry (and proxy) under the work
-// directory, then stops it and removes its storage.
-func (s *suite) withRegistry(name string, fn func(*registry) error) error {
+// directory, then stops it and removes its storage; with keep, that waits
+// for the end of the suite.
+func (s *suite) withRegistry(name string, keep bool, fn func(*registry) error) error {
 	root := filepath.Join(s.work, name)
 	reg, err := startRegistry(s.o.Clipbuild, root)
 	if err != nil {
 		return err
 	}
+	done := func() {
+		reg.stop()
+		_ = os.RemoveAll(root)
+	}
 	// Requests made while starting are not part of any measurement.
 	reg.Proxy.Reset()
 	err = fn(reg)
-	reg.stop()
-	_ = os.RemoveAll(root)
+	if keep && err == nil {
+		s.defer_(done)
+	} else {
+		done()
+	}
 	return err
 }

@@ -74,7 +74,8 @@ func TestReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Scale: small", "| v2 index / `gzip -dc` | 2.00× |", "not measured: not available", "Not run: scale medium, large."} {
+	for _, want := range []string{"## Scale: small", "| v2 index / `gzip -dc` | 2.00× |", "not measured: not available", "Not run: scale medium, large.", "#### Targets (issue 10)",
+		"| pulled archive / SOCI zTOC of the same image | ≤ 1.0× | n/a | not measured |"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("RESULTS.md lacks %q", want)
 		}
@@ -118,5 +119,76 @@ func TestTargets(t *testing.T) {
 	}
 	if want := []string{"pass (the limit is for large)", "pass (the limit is for large)", "not measured"}; strings.Join(rss, ",") != strings.Join(want, ",") {
 		t.Errorf("peak RSS results: got %q, want %q", rss, want)
+	}
+}
+
+func TestArgvBlobURLs(t *testing.T) {
+	s := &suite{o: Options{Self: "/r/clipbench"}, repo: "bench/i"}
+	got := strings.Join(s.argvLayers("$CLIPBENCH fetch-inflate $BLOBURLS", "127.0.0.1:9", []layer{{Digest: "sha256:aa"}, {Digest: "sha256:bb"}}), " ")
+	if want := "/r/clipbench fetch-inflate http://127.0.0.1:9/v2/bench/i/blobs/sha256:aa http://127.0.0.1:9/v2/bench/i/blobs/sha256:bb"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func TestMedianStats(t *testing.T) {
+	runs := []*MountStats{{BytesFetched: 30}, nil, {BytesFetched: 10}, {BytesFetched: 20}}
+	if got := medianStats(runs); got == nil || got.BytesFetched != 20 {
+		t.Fatalf("got %+v, want the run that fetched 20", got)
+	}
+	if got := medianStats([]*MountStats{nil, nil}); got != nil {
+		t.Fatalf("got %+v, want nil when no run wrote stats", got)
+	}
+}
+
+func TestTargets10(t *testing.T) {
+	sec := func(v float64) *Stat { return &Stat{Min: v, Median: v, Max: v} }
+	n := func(v int64) *int64 { return &v }
+	im := &Image{CompressedBytes: 100 << 20, BuiltBytes: 100 << 20, FileBytes: 200 << 20, Rows: []Row{
+		{Name: "v2-pull-index", ArchiveBytes: n(1 << 20)},
+		{Name: "soci-ztoc", OutBytes: n(2 << 20)},
+		{Name: "fetch-inflate", Seconds: sec(2)},
+		{Name: "fetch-inflate-built", Seconds: sec(2)},
+		{Name: "lazy-built-one-file-cold", Seconds: sec(0.02), TTFBSeconds: sec(0.02), BytesFetched: n(300 << 10)},
+		{Name: "lazy-one-file-cold", Seconds: sec(0.2), TTFBSeconds: sec(0.2), BytesFetched: n(5 << 20)},
+		// 10% of the file bytes is a 10 MiB share of the gzip bytes.
+		{Name: "lazy-built-10pct-cold", Seconds: sec(1), StartSeconds: sec(1.2), BytesFetched: n(12 << 20), BytesRead: n(20 << 20)},
+		{Name: "lazy-10pct-cold", Seconds: sec(1), StartSeconds: sec(1.2), BytesFetched: n(16 << 20), BytesRead: n(20 << 20)},
+		{Name: "lazy-built-all-cold", Seconds: sec(5), BytesFetched: n(105 << 20)},
+		{Name: "lazy-built-all-warm", Seconds: sec(1)},
+		{Name: "lazy-all-cold", Seconds: sec(6), BytesFetched: n(120 << 20)},
+		{Name: "lazy-all-warm", Seconds: sec(1)},
+		{Name: "lazy-built-10pct-trace", StartSeconds: sec(0.5)},
+		{Name: "lazy-10pct-trace", StartSeconds: sec(0.7)},
+	}}
+	got := map[string]string{}
+	for _, tg := range targets10(im) {
+		got[tg.from] = tg.result()
+	}
+	for _, c := range []struct{ from, want string }{
+		{"`lazy-built-one-file-cold` fetched", "pass"},
+		{"`lazy-built-one-file-cold` TTFB (open to first byte, loopback registry)", "pass"},
+		{"`lazy-one-file-cold` fetched", "fail"},
+		{"`v2-pull-index` archive / the image's gzip layer bytes", "pass"},
+		{"`v2-pull-index` archive / `soci-ztoc` out", "pass"},
+		{"`lazy-built-10pct-cold` fetched / (image gzip bytes × the files' bytes / all files' bytes)", "pass"},
+		{"`lazy-10pct-cold` fetched / (image gzip bytes × the files' bytes / all files' bytes)", "fail"},
+		{"`lazy-built-all-cold` fetched / the image's gzip layer bytes", "pass"},
+		{"`lazy-all-cold` fetched / the image's gzip layer bytes", "fail"},
+		{"(`lazy-built-all-cold` − `lazy-built-all-warm`) / `fetch-inflate-built`", "fail"},
+		{"(`lazy-all-cold` − `lazy-all-warm`) / `fetch-inflate`", "fail"},
+		{"start of `lazy-built-10pct-trace` / start of `lazy-built-10pct-cold`", "pass"},
+		{"start of `lazy-10pct-trace` / start of `lazy-10pct-cold`", "fail"},
+	} {
+		if g, ok := got[c.from]; !ok || g != c.want {
+			t.Errorf("%s: got %q, want %q", c.from, g, c.want)
+		}
+	}
+	if n := len(got); n != 13 {
+		t.Errorf("got %d targets, want 13", n)
+	}
+	for _, tg := range targets10(&Image{}) {
+		if tg.result() != "not measured" {
+			t.Errorf("%s with no rows: got %q, want \"not measured\"", tg.name, tg.result())
+		}
 	}
 }

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,16 +14,38 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/clipbuild/clipbuild/bench/proxy"
 )
 
-// cmdMount mounts the pulled v2 archive; $WORK/cache is emptied before
-// every cold read.
-const cmdMount = "$CLIPBUILD mount $WORK/pull-v2.clip $WORK/mnt --cache-dir $WORK/cache"
+// Mount command templates (see suite.argv). Every mount writes its
+// statistics; a cold read first empties $WORK/spans (the span cache and
+// the read traces) and $WORK/cache (layers read whole).
+const (
+	mountFlags = " $WORK/mnt --cache-dir $WORK/cache --span-cache-dir $WORK/spans --stats $WORK/mount-stats.json"
+	// cmdMount mounts the archive `clipbuild pull` indexed from buildah's
+	// push (plain gzip layers).
+	cmdMount = "$CLIPBUILD mount $WORK/pull-v2.clip" + mountFlags
+	// cmdMountBuilt mounts the archive of the last `v2-build-after-bud`
+	// run (clipbuild's seekable gzip layers, in that run's registry).
+	cmdMountBuilt = "$CLIPBUILD mount $WORK/built-v2.clip" + mountFlags
+	// cmdMountS3 mounts the archive of the last `v2-build-s3` run.
+	cmdMountS3 = "$CLIPBUILD mount $WORK/s3-v2.clip" + mountFlags
+)
 
 // cmdNative is how the native rows reach the image's tree: `buildah mount`
 // of a working container of the built image (overlay, in the run's own
 // containers-storage).
 const cmdNative = "buildah from --pull=never --name $CTR $IMAGE; buildah mount $CTR"
+
+// lazyTarget is an archive the lazy rows mount, and the registry it names.
+type lazyTarget struct {
+	prefix string // of the rows' names: <prefix>-<set>-cold, ...
+	tmpl   string // the mount command
+	reg    *registry
+	// s3 is the proxy in front of the S3 gateway, for a registry on S3.
+	s3 *proxy.Proxy
+}
 
 // readSet is a set of files read through a mount.
 type readSet struct {
@@ -33,19 +56,27 @@ type readSet struct {
 // readResult is one read of a set through a fresh mount.
 type readResult struct {
 	ttfb, total time.Duration
+	// start is from starting the mount command to the end of the reads.
+	start time.Duration
 	// reread is a second read of the same files on the same mount, when
 	// asked for: the kernel's page cache serves it.
-	reread     time.Duration
-	fetched    int64 // bytes the registry sent (through the proxy)
-	cacheBytes int64 // uncompressed layer data in the cache afterwards
-	layerBytes int64 // compressed size of the layers in the cache
-	peakRSS    int64 // of `clipbuild mount`
+	reread time.Duration
+	// fetched is the bytes the registry sent (through its proxy) from
+	// the mount's start to its exit, s3Fetched those the S3 gateway sent.
+	fetched, s3Fetched int64
+	cacheBytes         int64 // span cache and whole layers afterwards
+	layerBytes         int64 // compressed size of the layers cached whole
+	peakRSS            int64 // of `clipbuild mount`
+	stats              *MountStats
 }
 
 // lazyMounts reads one file, every tenth file and every file, each on a
-// fresh mount with an empty cache (cold) and then on a fresh mount with the
-// cache the cold read filled (warm); the warm read of every file is read a
-// second time on its mount. The last two sets are then read from the
+// fresh mount with empty caches (cold) and then on a fresh mount with the
+// caches the cold read filled (warm), of the pulled archive and of the
+// built one side by side; the warm read of every file of the pulled
+// archive is read a second time on its mount. Every tenth file is also
+// read on a fresh mount with an empty span cache but the read trace the
+// warm mount left (trace). The last two sets are then read from the
 // image's own tree (`buildah mount`), the native floor for the warm rows.
 func (s *suite) lazyMounts(ctx context.Context) error {
 	mnt := filepath.Join(s.work, "mnt")
@@ -58,6 +89,9 @@ func (s *suite) lazyMounts(ctx context.Context) error {
 		return err
 	}
 	s.im.Files = len(files)
+	for _, n := range s.sizes {
+		s.im.FileBytes += n
+	}
 	var tenth []string
 	for i := 0; i < len(files); i += 10 {
 		tenth = append(tenth, files[i])
@@ -67,9 +101,16 @@ func (s *suite) lazyMounts(ctx context.Context) error {
 		{"10pct", tenth},
 		{"all", files},
 	}
+	targets := []lazyTarget{
+		{prefix: "lazy", tmpl: cmdMount, reg: s.pull},
+		{prefix: "lazy-built", tmpl: cmdMountBuilt, reg: s.built},
+	}
 	for _, set := range sets {
-		if err := s.lazySet(ctx, set); err != nil {
-			return err
+		for _, t := range targets {
+			reread := set.name == "all" && t.prefix == "lazy"
+			if err := s.lazySet(ctx, t, set, reread, set.name == "10pct"); err != nil {
+				return err
+			}
 		}
 	}
 	return s.nativeReads(ctx, sets[1:])
@@ -114,55 +155,106 @@ func (s *suite) nativeReads(ctx context.Context, sets []readSet) error {
 	return nil
 }
 
-// lazySet measures one read set, cold and warm, Runs times each.
-func (s *suite) lazySet(ctx context.Context, set readSet) error {
-	cold := newSamples("lazy-"+set.name+"-cold", display(cmdMount))
-	warm := newSamples("lazy-"+set.name+"-warm", display(cmdMount))
-	cold.filesRead, warm.filesRead = len(set.files), len(set.files)
+// lazySet measures one read set through t's archive, cold and warm, Runs
+// times each; with reread, the warm mount reads the set twice; with
+// trace, a third mount reads it with an empty span cache but the trace
+// the warm mount wrote.
+func (s *suite) lazySet(ctx context.Context, t lazyTarget, set readSet, reread, trace bool) error {
+	name := t.prefix + "-" + set.name
+	cold := newSamples(name+"-cold", display(t.tmpl))
+	warm := newSamples(name+"-warm", display(t.tmpl))
+	all := []*samples{cold, warm}
 	// The reread of every file shows what the kernel keeps: the same mount,
 	// its page cache and entries filled by the warm read.
-	var reread *samples
-	if set.name == "all" {
-		reread = newSamples("lazy-all-reread", display(cmdMount))
-		reread.filesRead = len(set.files)
+	var rr, tr *samples
+	if reread {
+		rr = newSamples(name+"-reread", display(t.tmpl))
+		all = append(all, rr)
 	}
-	cache := filepath.Join(s.work, "cache")
+	if trace {
+		tr = newSamples(name+"-trace", display(t.tmpl))
+		all = append(all, tr)
+	}
+	var bytesRead int64
+	for _, f := range set.files {
+		bytesRead += s.sizes[f]
+	}
+	for _, smp := range all {
+		smp.filesRead = len(set.files)
+		smp.bytesRead = []int64{bytesRead}
+	}
+	spans, cache := filepath.Join(s.work, "spans"), filepath.Join(s.work, "cache")
 	for i := 0; i < s.o.Runs; i++ {
-		if err := os.RemoveAll(cache); err != nil {
-			return err
+		steps := []mountStep{{cold, []string{spans, cache}}, {warm, nil}}
+		if tr != nil {
+			// The span cache goes, the trace in spans/traces stays.
+			steps = append(steps, mountStep{tr, []string{filepath.Join(spans, "sha256"), cache}})
 		}
-		for _, smp := range []*samples{cold, warm} {
-			r, err := s.readThroughMount(ctx, set.files, smp == warm && reread != nil)
-			if err != nil {
-				return fmt.Errorf("%s: %w", smp.name, err)
+		for _, st := range steps {
+			for _, d := range st.empty {
+				if err := os.RemoveAll(d); err != nil {
+					return err
+				}
 			}
-			smp.seconds = append(smp.seconds, r.total.Seconds())
-			smp.ttfb = append(smp.ttfb, r.ttfb.Seconds())
-			smp.fetched = append(smp.fetched, r.fetched)
-			smp.cache = append(smp.cache, r.cacheBytes)
-			smp.layer = append(smp.layer, r.layerBytes)
-			smp.rss = append(smp.rss, r.peakRSS)
-			s.logf("   %s %d: first byte %.3fs, all %.2fs, %d bytes fetched", smp.name, i+1, r.ttfb.Seconds(), r.total.Seconds(), r.fetched)
-			if smp == warm && reread != nil {
-				reread.time(r.reread)
-				s.logf("   %s %d: all %.2fs", reread.name, i+1, r.reread.Seconds())
+			r, err := s.mountRead(ctx, t, set.files, st.smp == warm && rr != nil)
+			if err != nil {
+				return fmt.Errorf("%s: %w", st.smp.name, err)
+			}
+			st.smp.read(r)
+			s.logf("   %s %d: first byte %.3fs, all %.2fs (%.2fs from the mount's start), %d bytes fetched", st.smp.name, i+1, r.ttfb.Seconds(), r.total.Seconds(), r.start.Seconds(), r.fetched+r.s3Fetched)
+			if st.smp == warm && rr != nil {
+				rr.time(r.reread)
+				s.logf("   %s %d: all %.2fs", rr.name, i+1, r.reread.Seconds())
 			}
 		}
 	}
+	_ = os.RemoveAll(spans)
 	_ = os.RemoveAll(cache)
-	s.im.Rows = append(s.im.Rows, cold.row(), warm.row())
-	if reread != nil {
-		s.im.Rows = append(s.im.Rows, reread.row())
+	for _, smp := range all {
+		s.im.Rows = append(s.im.Rows, smp.row())
 	}
 	return nil
 }
 
-// readThroughMount mounts the archive (with $WORK/cache as it is), reads
-// files in order, again if reread, and unmounts. Only the reads are timed.
-func (s *suite) readThroughMount(ctx context.Context, files []string, reread bool) (readResult, error) {
+// mountStep is one mount of a run of lazySet: its row, and the
+// directories emptied before it.
+type mountStep struct {
+	smp   *samples
+	empty []string
+}
+
+// read records one read through a mount.
+func (s *samples) read(r readResult) {
+	s.seconds = append(s.seconds, r.total.Seconds())
+	s.ttfb = append(s.ttfb, r.ttfb.Seconds())
+	s.start = append(s.start, r.start.Seconds())
+	s.fetched = append(s.fetched, r.fetched)
+	s.cache = append(s.cache, r.cacheBytes)
+	s.layer = append(s.layer, r.layerBytes)
+	s.rss = append(s.rss, r.peakRSS)
+	s.mount = append(s.mount, r.stats)
+	if r.s3Fetched > 0 {
+		s.s3Fetched = append(s.s3Fetched, r.s3Fetched)
+	}
+}
+
+// mountRead mounts t's archive (with $WORK/spans and $WORK/cache as they
+// are), reads files in order, again if reread, and unmounts. The reads
+// are timed from the first open, and from the mount command's start; the
+// bytes are counted from the mount command's start to its exit.
+func (s *suite) mountRead(ctx context.Context, t lazyTarget, files []string, reread bool) (readResult, error) {
 	var r readResult
 	mnt := filepath.Join(s.work, "mnt")
-	bg, err := s.r.start(s.argv(cmdMount, ""))
+	statsPath := filepath.Join(s.work, "mount-stats.json")
+	if err := os.Remove(statsPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return r, err
+	}
+	t.reg.Proxy.Reset()
+	if t.s3 != nil {
+		t.s3.Reset()
+	}
+	began := time.Now()
+	bg, err := s.r.start(s.argv(t.tmpl, ""))
 	if err != nil {
 		return r, err
 	}
@@ -171,22 +263,45 @@ func (s *suite) readThroughMount(ctx context.Context, files []string, reread boo
 		unmountIfMounted(mnt)
 		return r, err
 	}
-	s.pull.Proxy.Reset()
 	r.ttfb, r.total, err = readFiles(mnt, files)
+	r.start = time.Since(began)
 	if err == nil && reread {
 		_, r.reread, err = readFiles(mnt, files)
 	}
-	r.fetched = s.pull.Proxy.Reset().Fetched
 	rss, serr := bg.stop(30 * time.Second)
 	unmountIfMounted(mnt)
+	r.fetched = t.reg.Proxy.Reset().Fetched
+	if t.s3 != nil {
+		r.s3Fetched = t.s3.Reset().Fetched
+	}
 	if err = errors.Join(err, serr); err != nil {
 		return r, err
 	}
 	r.peakRSS = rss
+	if r.stats, err = readMountStats(statsPath); err != nil {
+		return r, err
+	}
 	cache := filepath.Join(s.work, "cache")
-	r.cacheBytes = dirBytes(cache)
+	r.cacheBytes = dirBytes(cache) + dirBytes(filepath.Join(s.work, "spans", "sha256"))
 	r.layerBytes = s.cachedLayerBytes(cache)
 	return r, nil
+}
+
+// readMountStats reads `clipbuild mount --stats`; a mount that keeps no
+// statistics (every layer read whole) writes none, and that is nil.
+func readMountStats(path string) (*MountStats, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var m MountStats
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return &m, nil
 }
 
 // readFiles reads every file to the end, in order, and returns the time to
@@ -218,7 +333,8 @@ func readFiles(root string, files []string) (ttfb, total time.Duration, err erro
 }
 
 // listFiles lists the image's regular files through a mount of its own
-// (metadata only: listing reads no file data).
+// (metadata only: listing reads no file data), and records their sizes in
+// s.sizes.
 func (s *suite) listFiles(ctx context.Context) ([]string, error) {
 	mnt := filepath.Join(s.work, "mnt")
 	bg, err := s.r.start(s.argv(cmdMount, ""))
@@ -229,17 +345,25 @@ func (s *suite) listFiles(ctx context.Context) ([]string, error) {
 		_, _ = bg.stop(30 * time.Second)
 		unmountIfMounted(mnt)
 		_ = os.RemoveAll(filepath.Join(s.work, "cache"))
+		_ = os.RemoveAll(filepath.Join(s.work, "spans"))
 	}()
 	if err := waitMounted(ctx, mnt, bg); err != nil {
 		return nil, err
 	}
 	var files []string
+	s.sizes = map[string]int64{}
 	err = filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if d.Type().IsRegular() {
-			files = append(files, strings.TrimPrefix(p, mnt))
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			f := strings.TrimPrefix(p, mnt)
+			files = append(files, f)
+			s.sizes[f] = fi.Size()
 		}
 		return nil
 	})

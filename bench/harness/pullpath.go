@@ -44,7 +44,7 @@ func (s *suite) pullPath(ctx context.Context) error {
 		s.blobs = append(s.blobs, reg.blobPath(l.Digest))
 	}
 	reg.Proxy.Reset()
-	for _, step := range []func(context.Context) error{s.pullV2, s.pullV1, s.gunzip, s.ztoc, s.estargz} {
+	for _, step := range []func(context.Context) error{s.pullV2, s.pullV1, s.gunzip, s.ztoc, s.estargz, s.fetchInflate} {
 		if err := step(ctx); err != nil {
 			return err
 		}
@@ -121,6 +121,16 @@ func (s *suite) gunzip(ctx context.Context) error {
 	}
 	s.im.Rows = append(s.im.Rows, smp.row())
 	return nil
+}
+
+// fetchInflate is the floor for reading every file of a cold mount: each
+// image's blobs downloaded and inflated once, those buildah pushed (which
+// the pulled archive reads) and those of the v2 build (the built archive).
+func (s *suite) fetchInflate(ctx context.Context) error {
+	if err := s.fetchInflateRow(ctx, "fetch-inflate", s.pull, s.im.Layers); err != nil {
+		return err
+	}
+	return s.fetchInflateRow(ctx, "fetch-inflate-built", s.built, s.im.BuiltLayers)
 }
 
 func (s *suite) ztoc(ctx context.Context) error {

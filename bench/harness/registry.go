@@ -18,7 +18,7 @@ import (
 // registry is clipbuild's embedded registry on a loopback port, with the
 // byte-counting proxy in front. Clients are pointed at Proxy.Addr.
 type registry struct {
-	Root  string
+	Root  string // the storage directory; empty for S3 storage
 	Addr  string // the registry itself
 	Proxy *proxy.Proxy
 
@@ -28,23 +28,36 @@ type registry struct {
 
 var servingOn = regexp.MustCompile(`registry serving on http://([0-9.]+:[0-9]+)`)
 
-// startRegistry serves a new, empty registry under root.
+// startRegistry serves a new, empty registry under root (filesystem
+// storage).
 func startRegistry(clipbuild, root string) (*registry, error) {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, err
 	}
-	logPath := root + ".log"
+	return serveRegistry(clipbuild, root+".log", nil, "--root", root)
+}
+
+// serveRegistry runs `clipbuild registry serve` on a loopback port with
+// the storage flags given, env added to the environment, and its output in
+// logPath, and puts a counting proxy in front of it.
+func serveRegistry(clipbuild, logPath string, env []string, storage ...string) (*registry, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(clipbuild, "registry", "serve", "--addr", "127.0.0.1:0", "--root", root)
+	cmd := exec.Command(clipbuild, append([]string{"registry", "serve", "--addr", "127.0.0.1:0"}, storage...)...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, err
 	}
-	r := &registry{Root: root, cmd: cmd, waited: make(chan error, 1)}
+	r := &registry{cmd: cmd, waited: make(chan error, 1)}
+	if len(storage) == 2 && storage[0] == "--root" {
+		r.Root = storage[1]
+	}
 	go func() { r.waited <- cmd.Wait(); logf.Close() }()
 	deadline := time.Now().Add(20 * time.Second)
 	for r.Addr == "" {

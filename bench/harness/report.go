@@ -3,6 +3,7 @@ package harness
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // rowMeaning says what each row's time covers, for the report.
@@ -17,15 +18,28 @@ var rowMeaning = []struct{ name, what string }{
 	{"gzip-dc", "`gzip -dc` of the image's layer blobs (read from the registry's storage directory) to /dev/null, whole process: the floor for any gzip indexer."},
 	{"soci-ztoc", "SOCI zTOC (github.com/awslabs/soci-snapshotter/ztoc, cgo + zlib) built and serialized for every layer blob, 4 MiB spans (soci's default; soci itself skips layers under 10 MiB, here every layer is indexed), whole helper process. Out = serialized zTOC bytes."},
 	{"estargz-convert", "eStargz conversion (github.com/containerd/stargz-snapshotter/estargz `Build`, library defaults: gzip level 9, 4 MiB chunks, one worker per CPU) of every layer blob, output read to the end, whole helper process. Out = eStargz blob bytes."},
-	{"lazy-one-file-cold", "Fresh `clipbuild mount` of the v2 archive with an empty `--cache-dir`; time from open to the end of reading the 6-byte file (time to first byte is the same read). Fetched = blob bytes the registry sent; cache = uncompressed layer bytes written to the cache; layer = compressed size of the layers fetched."},
-	{"lazy-10pct-cold", "As above, reading every tenth regular file in path order (the 1st, 11th, 21st, …) to the end, one after another. Seconds = all of them; TTFB = first byte of the first file (`/bin/busybox`). Which layers that touched shows in the layer column: in path order the few large files sit between picks, so at medium scale it reads busybox and text files only."},
+	{"fetch-inflate", "The floor for reading every file cold: each of the image's layer blobs (as buildah pushed them) fetched from the registry once, one GET each, through the proxy, and inflated by `gzip -dc` to /dev/null as it arrives, one blob after another (`bench/out/clipbench fetch-inflate`), whole helper process."},
+	{"fetch-inflate-built", "As `fetch-inflate`, over the blobs of the v2 build that the `lazy-built-*` rows mount (clipbuild's seekable gzip: many gzip members, which `gzip -dc` reads as one stream)."},
+	{"lazy-one-file-cold", "Fresh `clipbuild mount` of the pulled v2 archive (`clipbuild pull` of what `buildah push` pushed: plain gzip layers) with an empty span cache (`--span-cache-dir`, with its read traces) and an empty `--cache-dir` (layers read whole); time from open to the end of reading the 6-byte file (time to first byte is the same read). Fetched = body bytes the registry sent from the mount command's start to its exit; cache = bytes in both caches afterwards (spans, and layers read whole); layer = compressed size of the layers read whole. Start = from starting `clipbuild mount` to the end of the reads."},
+	{"lazy-built-one-file-cold", "As `lazy-one-file-cold`, of the archive of the last `v2-build-after-bud` run (seekable gzip layers, read by range a span at a time), from that run's registry, kept up."},
+	{"lazy-s3-one-file-cold", "As `lazy-built-one-file-cold`, of the archive of the last `v2-build-s3` run, from its registry on S3: blob reads are redirected to presigned S3 URLs (the registry's default), so most bytes come from the gateway (S3 column: its proxy), the registry sending the manifest and the redirects."},
+	{"lazy-10pct-cold", "As above, reading every tenth regular file in path order (the 1st, 11th, 21st, …) to the end, one after another. Seconds = all of them; TTFB = first byte of the first file (`/bin/busybox`). In path order the few large files sit between picks, so at medium scale it reads busybox and text files only; read = their bytes."},
+	{"lazy-built-10pct-cold", "`lazy-10pct-cold` through the built archive."},
 	{"lazy-all-cold", "As above, reading every regular file."},
-	{"lazy-one-file-warm", "A fresh mount over the cache the cold read just filled, reading the same file."},
+	{"lazy-built-all-cold", "`lazy-all-cold` through the built archive."},
+	{"lazy-one-file-warm", "A fresh mount over the caches the cold read just filled, reading the same file."},
+	{"lazy-built-one-file-warm", "`lazy-one-file-warm` through the built archive."},
+	{"lazy-s3-one-file-warm", "`lazy-one-file-warm` through the archive built on S3."},
 	{"lazy-10pct-warm", "Warm, every tenth file."},
+	{"lazy-built-10pct-warm", "`lazy-10pct-warm` through the built archive."},
 	{"lazy-all-warm", "Warm, every file."},
+	{"lazy-built-all-warm", "`lazy-all-warm` through the built archive."},
 	{"lazy-all-reread", "The warm mount of `lazy-all-warm`, every file read a second time: served from what the kernel kept of the first read (page cache across opens, entries and attributes)."},
+	{"lazy-10pct-trace", "A second cold start with a learned trace: after `lazy-10pct-warm`, a fresh mount with the span cache emptied (`spans/sha256`) and `--cache-dir` emptied but the read trace kept (`spans/traces/<manifest>.json`, written when the warm mount ended: the spans it read in its first `--prefetch-window`), so the mount prefetches those spans in the background while the same files are read. Its target compares start times (from starting `clipbuild mount` to the end of the reads) with `lazy-10pct-cold`, the first start."},
+	{"lazy-built-10pct-trace", "`lazy-10pct-trace` through the built archive."},
 	{"native-10pct", "The files of `lazy-10pct-warm`, in the same order, read the same way from the image's own tree: `buildah mount` of a working container of the built image (overlay over the run's containers-storage), after one unmeasured read so the page cache is warm, as the warm rows' layer data is."},
 	{"native-all", "As `native-10pct`, every regular file: the floor for `lazy-all-warm`."},
+	{"v2-build-s3", "`v2-build-after-bud` against clipbuild's registry keeping its data in S3 (`registry serve --storage s3://BUCKET/PREFIX`, a new prefix and an empty publish cache each run) on versitygw (POSIX backend, loopback), with a counting proxy in front of the gateway too (the registry's `AWS_ENDPOINT_URL`): S3 sent / fetched = the registry's traffic to and from S3. No rebuild follows."},
 	{"buildah-bud", "The one `buildah bud --layers` per image that the build-path rows come after (one run, not a median)."},
 }
 
@@ -41,13 +55,14 @@ func renderReport(sb *strings.Builder, all []*Results, missing []string) {
 	w("- The image is generated offline from a fixed seed (`bench/imagegen`): `FROM scratch`, the host's static busybox, large random files, ~2.4 KB text files, a file deleted by a later layer (a whiteout). It is built once with `buildah bud --layers --isolation chroot`; the build-path rows run `clipbuild build --layers` after that, so their `build` stage is a layer-cache hit and is not counted.\n")
 	w("- Registries are clipbuild's embedded registry (`clipbuild registry serve`, filesystem storage) on 127.0.0.1, with a byte-counting reverse proxy (`bench/proxy`, in the harness process) in front; clients are given the proxy's address. Bytes are HTTP body bytes: *sent* = request bodies (uploads), *fetched* = response bodies (manifests, blobs). The proxy's copying shares the 2 CPUs with what is measured, for clipbuild and buildah alike.\n")
 	w("- Push measurements use a new, empty registry per run (and v2 builds an empty publish cache: `XDG_CACHE_HOME` points into the run's directory); pull, peers and mounts read one registry holding the image, pushed once by `buildah push`.\n")
-	w("- Cold mounts: a new cache directory and a new mount per run; warm: a new mount over the cache the cold read left. Files are read by the harness, sequentially, each to the end.\n")
+	w("- Cold mounts: empty caches (span cache with its read traces, and whole-layer cache) and a new mount per run; warm: a new mount over the caches the cold read left. Files are read by the harness, sequentially, each to the end. Every mount writes `--stats`; the mount flags are otherwise the defaults (span cache bound, prefetch, dense threshold).\n")
+	w("- The `-s3` rows run the registry with S3 storage on versitygw (`bin/versitygw`, POSIX backend) on 127.0.0.1, with a second counting proxy in front of the gateway; the filesystem-backed rows beside them are the same commands against the filesystem registry.\n")
 	w("- Other processes on the host are not stopped; the 1-minute load average before and after each run is recorded.\n\n")
 	w("| row | what its time is |\n|---|---|\n")
 	for _, m := range rowMeaning {
 		w("| `%s` | %s |\n", m.name, m.what)
 	}
-	w("\nCommands use: `$IMAGE` = `localhost/clipbuild-bench-<scale>-<pid>:latest`, `$REPO` = `bench/clipbuild-bench-<scale>-<pid>`, `$PROXY` = the counting proxy's `127.0.0.1:<port>`, `$WORK` = the run's temporary directory, `$BLOBS` = the layer blob files in the registry's storage, in manifest order.\n\n")
+	w("\nCommands use: `$IMAGE` = `localhost/clipbuild-bench-<scale>-<pid>:latest`, `$REPO` = `bench/clipbuild-bench-<scale>-<pid>`, `$PROXY` = the counting proxy's `127.0.0.1:<port>`, `$WORK` = the run's temporary directory, `$BLOBS` = the layer blob files in the registry's storage, in manifest order, `$BLOBURLS` = their URLs through the proxy (`http://$PROXY/v2/$REPO/blobs/<digest>`), `$S3PORT` = the gateway's port, `$N` = the run.\n\n")
 	for _, r := range all {
 		renderScale(sb, r)
 	}
@@ -81,10 +96,16 @@ func renderImage(sb *strings.Builder, im *Image, scale string) {
 	for _, l := range im.Layers {
 		w("| `%s` | %d (%s) |\n", shortDigest(l.Digest), l.Size, human(l.Size))
 	}
-	w("\n#### Targets (issue 9)\n\nFrom this run's medians (peak RSS: the largest run).\n\n| target | limit (moonshot) | measured | result | from |\n|---|---|---|---|---|\n")
-	for _, t := range targets(im, scale) {
-		w("| %s | %s | %s | %s | %s |\n", t.name, t.limit, t.value, t.result(), t.from)
+	if len(im.BuiltLayers) > 0 {
+		w("\nThe v2 build's layers (clipbuild's seekable gzip, which the `lazy-built-*` rows read), %s (%d bytes):\n\n| layer | gzip bytes |\n|---|---|\n", human(im.BuiltBytes), im.BuiltBytes)
+		for _, l := range im.BuiltLayers {
+			w("| `%s` | %d (%s) |\n", shortDigest(l.Digest), l.Size, human(l.Size))
+		}
 	}
+	w("\n#### Targets (issue 9)\n\nFrom this run's medians (peak RSS: the largest run).\n\n")
+	renderTargets(sb, targets(im, scale))
+	w("\n#### Targets (issue 10)\n\nLazy reads, from this run's medians. Fetched = body bytes the registry sent through its proxy, from the mount command's start to its exit. Built = the archive of `v2-build-after-bud` and its blobs; pulled = `clipbuild pull` of what `buildah push` pushed (plain gzip).\n\n")
+	renderTargets(sb, targets10(im))
 	w("\n#### Ratios\n\n| ratio | value | from (medians) |\n|---|---|---|\n")
 	for _, rt := range ratios(im) {
 		w("| %s | %s | %s |\n", rt.name, rt.value, rt.from)
@@ -94,6 +115,7 @@ func renderImage(sb *strings.Builder, im *Image, scale string) {
 	for _, row := range im.Rows {
 		renderRow(sb, im, &row)
 	}
+	renderMountStats(sb, im)
 	renderStages(sb, im)
 	w("\n#### Commands\n\n| row | command |\n|---|---|\n")
 	for _, row := range im.Rows {
@@ -105,24 +127,59 @@ func renderImage(sb *strings.Builder, im *Image, scale string) {
 	w("\n")
 }
 
+func renderTargets(sb *strings.Builder, ts []target) {
+	fmt.Fprintf(sb, "| target | limit (moonshot) | measured | result | from |\n|---|---|---|---|---|\n")
+	for _, t := range ts {
+		fmt.Fprintf(sb, "| %s | %s | %s | %s | %s |\n", t.name, t.limit, t.value, t.result(), t.from)
+	}
+}
+
+// renderMountStats shows what the mounts' --stats reported.
+func renderMountStats(sb *strings.Builder, im *Image) {
+	var has bool
+	for _, row := range im.Rows {
+		has = has || row.Mount != nil
+	}
+	if !has {
+		return
+	}
+	fmt.Fprintf(sb, "\n#### Mount statistics (`clipbuild mount --stats`, the run with the median bytes)\n\n")
+	fmt.Fprintf(sb, "Rows whose layers were all read whole keep none and are not shown.\n\n")
+	fmt.Fprintf(sb, "| row | range requests | fetched (compressed) | spans fetched | span hits / misses | trace spans / prefetched | reads of layers read whole | read latency p50 / p99 |\n|---|---|---|---|---|---|---|---|\n")
+	for _, row := range im.Rows {
+		m := row.Mount
+		if m == nil {
+			continue
+		}
+		fmt.Fprintf(sb, "| `%s` | %d | %s | %d | %d / %d | %d / %d | %d | %s / %s |\n", row.Name, m.Requests, human(m.BytesFetched), m.SpansFetched,
+			m.CacheHits, m.CacheMisses, m.TraceSpans, m.PrefetchSpans, m.FallbackReads,
+			time.Duration(m.Latency.P50).Round(time.Microsecond), time.Duration(m.Latency.P99).Round(time.Microsecond))
+	}
+}
+
 func renderRow(sb *strings.Builder, im *Image, row *Row) {
 	if row.Skipped != "" {
 		fmt.Fprintf(sb, "| `%s` | not measured: %s | | | | | | |\n", row.Name, row.Skipped)
 		return
 	}
-	other := ""
+	var others []string
 	switch {
 	case row.TTFBSeconds != nil:
-		other = "TTFB " + statText(row.TTFBSeconds, 3)
+		others = append(others, "TTFB "+statText(row.TTFBSeconds, 3))
 	case row.WallSeconds != nil:
-		other = "process " + statText(row.WallSeconds, 2)
+		others = append(others, "process "+statText(row.WallSeconds, 2))
+	}
+	if row.StartSeconds != nil {
+		others = append(others, "start "+statText(row.StartSeconds, 3))
 	}
 	if row.FilesRead > 0 {
-		if other != "" {
-			other += "; "
+		f := fmt.Sprintf("%d file(s) read", row.FilesRead)
+		if row.BytesRead != nil {
+			f += " (" + human(*row.BytesRead) + ")"
 		}
-		other += fmt.Sprintf("%d file(s) read", row.FilesRead)
+		others = append(others, f)
 	}
+	other := strings.Join(others, "; ")
 	var outs []string
 	switch {
 	case row.ArchiveBytes != nil:
@@ -138,11 +195,18 @@ func renderRow(sb *strings.Builder, im *Image, row *Row) {
 	}
 	out := strings.Join(outs, "; ")
 	cache := bytesText(row.CacheBytes)
-	if row.LayerBytes != nil && row.CacheBytes != nil {
+	if row.LayerBytes != nil && *row.LayerBytes > 0 && row.CacheBytes != nil {
 		cache += fmt.Sprintf("; layers %s gzip", human(*row.LayerBytes))
 	}
+	fetched, sent := bytesText(row.BytesFetched), bytesText(row.BytesSent)
+	if row.S3Fetched != nil {
+		fetched += "; S3 " + human(*row.S3Fetched)
+	}
+	if row.S3Sent != nil {
+		sent += "; S3 " + human(*row.S3Sent)
+	}
 	fmt.Fprintf(sb, "| `%s` | %s | %s | %s | %s | %s | %s | %s |\n", row.Name, statText(row.Seconds, 3), other,
-		bytesText(row.BytesFetched), bytesText(row.BytesSent), out, cache, bytesText(row.PeakRSSBytes))
+		fetched, sent, out, cache, bytesText(row.PeakRSSBytes))
 }
 
 func renderStages(sb *strings.Builder, im *Image) {
@@ -226,6 +290,13 @@ func ratios(im *Image) []ratio {
 		{"every file, warm mount / native (`buildah mount`)", times(sec("lazy-all-warm"), sec("native-all")), "`lazy-all-warm` / `native-all`"},
 		{"every tenth file, warm mount / native (`buildah mount`)", times(sec("lazy-10pct-warm"), sec("native-10pct")), "`lazy-10pct-warm` / `native-10pct`"},
 		{"every file, reread on the same mount / native", times(sec("lazy-all-reread"), sec("native-all")), "`lazy-all-reread` / `native-all`"},
+		{"one-file cold read, built / pulled archive", times(sec("lazy-built-one-file-cold"), sec("lazy-one-file-cold")), "`lazy-built-one-file-cold` / `lazy-one-file-cold`"},
+		{"every file cold, built / pulled archive", times(sec("lazy-built-all-cold"), sec("lazy-all-cold")), "`lazy-built-all-cold` / `lazy-all-cold`"},
+		{"every file, warm built mount / native (`buildah mount`)", times(sec("lazy-built-all-warm"), sec("native-all")), "`lazy-built-all-warm` / `native-all`"},
+		{"every tenth file with a learned trace / without, reads only (built)", times(sec("lazy-built-10pct-trace"), sec("lazy-built-10pct-cold")), "`lazy-built-10pct-trace` / `lazy-built-10pct-cold`, from the first open (the issue 10 target counts from the mount's start)"},
+		{"every tenth file with a learned trace / without, reads only (pulled)", times(sec("lazy-10pct-trace"), sec("lazy-10pct-cold")), "`lazy-10pct-trace` / `lazy-10pct-cold`, from the first open"},
+		{"v2 build after bud, registry on S3 / on the filesystem", times(sec("v2-build-s3"), sec("v2-build-after-bud")), "`v2-build-s3` / `v2-build-after-bud`"},
+		{"one-file cold read, registry on S3 / on the filesystem", times(sec("lazy-s3-one-file-cold"), sec("lazy-built-one-file-cold")), "`lazy-s3-one-file-cold` / `lazy-built-one-file-cold`"},
 		{"v1 archive / image bytes", pct(val("v1-build-after-bud", archive), img), "archive bytes / uncompressed layer bytes"},
 		{"v2 archive / image bytes", pct(val("v2-build-after-bud", archive), img), "archive bytes / uncompressed layer bytes"},
 		{"v2 archive / gzip layer bytes", pct(val("v2-build-after-bud", archive), gz), "archive bytes / compressed layer bytes"},

@@ -45,14 +45,20 @@ type Image struct {
 	// ImageBytes is the uncompressed size of the layers (their tar streams).
 	ImageBytes int64 `json:"imageBytes"`
 	// CompressedBytes is the size of the gzip layer blobs in the registry.
-	CompressedBytes int64    `json:"compressedBytes"`
-	Layers          []layer  `json:"layers"`
-	Files           int      `json:"files"`
-	OneFile         string   `json:"oneFile"`
-	Whiteout        string   `json:"whiteout,omitempty"`
-	Dockerfile      string   `json:"dockerfile"`
-	Rows            []Row    `json:"rows"`
-	Notes           []string `json:"notes,omitempty"`
+	CompressedBytes int64   `json:"compressedBytes"`
+	Layers          []layer `json:"layers"`
+	Files           int     `json:"files"`
+	// FileBytes is the size of the image's regular files.
+	FileBytes int64 `json:"fileBytes,omitempty"`
+	// BuiltLayers are the layers of the v2 build the lazy-built rows
+	// mount (clipbuild's seekable gzip), BuiltBytes their size.
+	BuiltLayers []layer  `json:"builtLayers,omitempty"`
+	BuiltBytes  int64    `json:"builtBytes,omitempty"`
+	OneFile     string   `json:"oneFile"`
+	Whiteout    string   `json:"whiteout,omitempty"`
+	Dockerfile  string   `json:"dockerfile"`
+	Rows        []Row    `json:"rows"`
+	Notes       []string `json:"notes,omitempty"`
 }
 
 // Row is one measurement. Fields that do not apply are omitted.
@@ -66,7 +72,11 @@ type Row struct {
 	// narrower (stage sums).
 	WallSeconds *Stat `json:"wallSeconds,omitempty"`
 	// TTFBSeconds is the time to the first byte of the first file read.
-	TTFBSeconds  *Stat       `json:"ttfbSeconds,omitempty"`
+	TTFBSeconds *Stat `json:"ttfbSeconds,omitempty"`
+	// StartSeconds is, for a mount row, the time from starting `clipbuild
+	// mount` to the end of the last read: the mount's setup and what it
+	// fetches in the background before the reads are counted too.
+	StartSeconds *Stat       `json:"startSeconds,omitempty"`
 	Stages       []StageStat `json:"stages,omitempty"`
 	BytesFetched *int64      `json:"bytesFetched,omitempty"`
 	BytesSent    *int64      `json:"bytesSent,omitempty"`
@@ -84,9 +94,36 @@ type Row struct {
 	// and uploaded, as clipbuild logs it ("1 of 7").
 	LayersPushed string `json:"layersPushed,omitempty"`
 	FilesRead    int    `json:"filesRead,omitempty"`
-	PeakRSSBytes *int64 `json:"peakRSSBytes,omitempty"`
+	// BytesRead is the size of the files read.
+	BytesRead *int64 `json:"bytesRead,omitempty"`
+	// S3Sent and S3Fetched are body bytes to and from the S3 gateway,
+	// through the proxy in front of it, for rows against the registry on
+	// S3: the registry's own traffic and the blob reads it redirected there.
+	S3Sent    *int64 `json:"s3Sent,omitempty"`
+	S3Fetched *int64 `json:"s3Fetched,omitempty"`
+	// Mount is what `clipbuild mount --stats` wrote, in the run whose
+	// stats fetched the median bytes; nil when the mount wrote none
+	// (layers read whole keep no statistics).
+	Mount        *MountStats `json:"mountStats,omitempty"`
+	PeakRSSBytes *int64      `json:"peakRSSBytes,omitempty"`
 	// Skipped says why a row has no numbers.
 	Skipped string `json:"skipped,omitempty"`
+}
+
+// MountStats is the part of `clipbuild mount --stats` the report shows.
+type MountStats struct {
+	Requests      int64 `json:"requests"`
+	BytesFetched  int64 `json:"bytes_fetched"`
+	SpansFetched  int64 `json:"spans_fetched"`
+	CacheHits     int64 `json:"cache_hits"`
+	CacheMisses   int64 `json:"cache_misses"`
+	TraceSpans    int64 `json:"trace_spans"`
+	PrefetchSpans int64 `json:"prefetch_spans"`
+	FallbackReads int64 `json:"fallback_reads"`
+	Latency       struct {
+		P50 int64 `json:"p50_ns"`
+		P99 int64 `json:"p99_ns"`
+	} `json:"latency"`
 }
 
 // StageStat is one clipbuild stage across runs.

@@ -1,16 +1,22 @@
 package harness
 
-import "time"
+import (
+	"cmp"
+	"slices"
+	"time"
+)
 
 // samples gathers one row's measurements across runs.
 type samples struct {
 	name, command string
 
-	seconds, wall, ttfb []float64
-	stageOrder          []string
-	stages              map[string][]float64
+	seconds, wall, ttfb, start []float64
+	stageOrder                 []string
+	stages                     map[string][]float64
 
 	fetched, sent, archive, out, cache, layer, rss, blob []int64
+	s3Sent, s3Fetched, bytesRead                         []int64
+	mount                                                []*MountStats
 	filesRead                                            int
 	pushed                                               string
 }
@@ -46,6 +52,7 @@ func (s *samples) row() Row {
 		Runs:         len(s.seconds),
 		Seconds:      statOf(s.seconds),
 		TTFBSeconds:  statOf(s.ttfb),
+		StartSeconds: statOf(s.start),
 		BytesFetched: medianInt(s.fetched),
 		BytesSent:    medianInt(s.sent),
 		ArchiveBytes: medianInt(s.archive),
@@ -55,6 +62,10 @@ func (s *samples) row() Row {
 		BlobBytes:    medianInt(s.blob),
 		LayersPushed: s.pushed,
 		FilesRead:    s.filesRead,
+		BytesRead:    medianInt(s.bytesRead),
+		S3Sent:       medianInt(s.s3Sent),
+		S3Fetched:    medianInt(s.s3Fetched),
+		Mount:        medianStats(s.mount),
 		PeakRSSBytes: maxInt(s.rss),
 	}
 	// Wall time is worth a field only where Seconds is something narrower.
@@ -65,4 +76,20 @@ func (s *samples) row() Row {
 		r.Stages = append(r.Stages, StageStat{Name: n, Seconds: *statOf(s.stages[n])})
 	}
 	return r
+}
+
+// medianStats is the run's stats whose bytes fetched are the median of
+// the runs that wrote any.
+func medianStats(runs []*MountStats) *MountStats {
+	var have []*MountStats
+	for _, m := range runs {
+		if m != nil {
+			have = append(have, m)
+		}
+	}
+	if len(have) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(have, func(a, b *MountStats) int { return cmp.Compare(a.BytesFetched, b.BytesFetched) })
+	return have[(len(have)-1)/2]
 }

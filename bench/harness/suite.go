@@ -26,6 +26,7 @@ type Options struct {
 	Self      string // path to the clipbench binary, for the peer helpers
 	Dir       string // the bench directory: results are written there
 	Busybox   string // a static busybox, copied into the images
+	Versitygw string // the S3 gateway of the registry-on-S3 rows
 	Command   string // the command to record as having run the suite
 	Version   string // clipbuild's version to record; the default is its checkout's commit
 	Keep      bool   // keep the work directory (for debugging)
@@ -47,7 +48,13 @@ type suite struct {
 	pull        *registry
 	blobs       []string
 	lazyArchive string
-	cleanups    []func()
+	// built is the registry of the last v2 build, which the lazy-built
+	// rows read (the archive is $WORK/built-v2.clip).
+	built *registry
+	// sizes are the image's regular files and their sizes, as a mount
+	// lists them.
+	sizes    map[string]int64
+	cleanups []func()
 }
 
 // Run runs the suite and writes its results into o.Dir.
@@ -81,6 +88,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		{"build path", s.buildPath},
 		{"pull path", s.pullPath},
 		{"lazy mount", s.lazyMounts},
+		{"registry on S3", s.onS3},
 	} {
 		s.logf("== %s", phase.name)
 		if err := phase.fn(ctx); err != nil {
@@ -222,18 +230,34 @@ func (s *suite) logf(format string, args ...any) {
 }
 
 // argv expands a command template: $CLIPBUILD, $CLIPBENCH, $WORK, $IMAGE,
-// $REPO and $PROXY inside arguments, and an argument "$BLOBS" into the
-// layer blob paths. The template itself is what the report shows.
+// $REPO and $PROXY inside arguments, an argument "$BLOBS" into the layer
+// blob paths, and an argument "$BLOBURLS" into the URLs of the image's
+// layer blobs (as buildah pushed them) through proxy. The template itself
+// is what the report shows.
 func (s *suite) argv(tmpl string, proxy string) []string {
+	var layers []layer
+	if s.im != nil {
+		layers = s.im.Layers
+	}
+	return s.argvLayers(tmpl, proxy, layers)
+}
+
+// argvLayers is argv with "$BLOBURLS" naming the blobs of layers.
+func (s *suite) argvLayers(tmpl, proxy string, layers []layer) []string {
 	rep := strings.NewReplacer("$CLIPBUILD", s.o.Clipbuild, "$CLIPBENCH", s.o.Self, "$WORK", s.work,
 		"$IMAGE", s.image, "$REPO", s.repo, "$PROXY", proxy)
 	var out []string
 	for _, a := range strings.Fields(tmpl) {
-		if a == "$BLOBS" {
+		switch a {
+		case "$BLOBS":
 			out = append(out, s.blobs...)
-			continue
+		case "$BLOBURLS":
+			for _, l := range layers {
+				out = append(out, fmt.Sprintf("http://%s/v2/%s/blobs/%s", proxy, s.repo, l.Digest))
+			}
+		default:
+			out = append(out, rep.Replace(a))
 		}
-		out = append(out, rep.Replace(a))
 	}
 	return out
 }
@@ -282,10 +306,14 @@ func addStages(smp *samples, r clipbuildResult) {
 
 // rowOrder is the order of rows in the results: the issue's, then extras.
 var rowOrder = []string{
-	"v1-build-after-bud", "v2-build-after-bud", "v2-rebuild-last-layer", "buildah-push-registry", "buildah-push-oci",
-	"v2-pull-index", "v1-pull", "gzip-dc", "soci-ztoc", "estargz-convert",
-	"lazy-one-file-cold", "lazy-10pct-cold", "lazy-all-cold", "lazy-one-file-warm",
-	"lazy-10pct-warm", "lazy-all-warm", "lazy-all-reread", "native-10pct", "native-all", "buildah-bud",
+	"v1-build-after-bud", "v2-build-after-bud", "v2-build-s3", "v2-rebuild-last-layer", "buildah-push-registry", "buildah-push-oci",
+	"v2-pull-index", "v1-pull", "gzip-dc", "soci-ztoc", "estargz-convert", "fetch-inflate", "fetch-inflate-built",
+	"lazy-one-file-cold", "lazy-built-one-file-cold", "lazy-s3-one-file-cold",
+	"lazy-10pct-cold", "lazy-built-10pct-cold", "lazy-all-cold", "lazy-built-all-cold",
+	"lazy-one-file-warm", "lazy-built-one-file-warm", "lazy-s3-one-file-warm", "lazy-10pct-warm", "lazy-built-10pct-warm",
+	"lazy-all-warm", "lazy-built-all-warm", "lazy-all-reread",
+	"lazy-10pct-trace", "lazy-built-10pct-trace",
+	"native-10pct", "native-all", "buildah-bud",
 }
 
 func (s *suite) orderRows() {

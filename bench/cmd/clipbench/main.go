@@ -4,6 +4,7 @@
 //	clipbench report --dir bench      re-render RESULTS.md from results-*.json
 //	clipbench ztoc BLOB...            SOCI zTOCs of gzip layer blobs (a peer)
 //	clipbench estargz BLOB...         eStargz conversion of them (a peer)
+//	clipbench fetch-inflate URL...    GET each blob and gunzip it once (a baseline)
 //
 // The peers print a JSON summary on stdout; `run` runs them as separate
 // processes so each has its own time and peak RSS.
@@ -41,6 +42,8 @@ func main() {
 		err = peer(peers.Ztoc, os.Args[2:])
 	case "estargz":
 		err = peer(peers.Estargz, os.Args[2:])
+	case "fetch-inflate":
+		err = fetchInflate(os.Args[2:])
 	default:
 		usage()
 	}
@@ -51,7 +54,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: clipbench run|report|ztoc|estargz ... (see the package doc)")
+	fmt.Fprintln(os.Stderr, "usage: clipbench run|report|ztoc|estargz|fetch-inflate ... (see the package doc)")
 	os.Exit(2)
 }
 
@@ -63,6 +66,7 @@ func run(args []string) error {
 	fs.StringVar(&o.Clipbuild, "clipbuild", "bin/clipbuild", "the clipbuild binary")
 	fs.StringVar(&o.Dir, "dir", "bench", "where RESULTS.md and results*.json are written")
 	fs.StringVar(&o.Busybox, "busybox", "/bin/busybox", "a static busybox to put in the images")
+	fs.StringVar(&o.Versitygw, "versitygw", "bin/versitygw", "the versitygw binary, the S3 gateway of the registry-on-S3 rows (`make deps` installs it)")
 	fs.StringVar(&o.Command, "command", "", "the command to record (the default is this one)")
 	fs.StringVar(&o.Version, "clipbuild-version", "", "clipbuild's version to record (the default is the commit of the checkout the binary is in, from git)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the work directory")
@@ -75,6 +79,9 @@ func run(args []string) error {
 	}
 	var err error
 	if o.Clipbuild, err = filepath.Abs(o.Clipbuild); err != nil {
+		return err
+	}
+	if o.Versitygw, err = filepath.Abs(o.Versitygw); err != nil {
 		return err
 	}
 	if o.Self, err = os.Executable(); err != nil {
@@ -107,4 +114,21 @@ func peer(fn func([]string) (peers.Output, error), blobs []string) error {
 		return err
 	}
 	return json.NewEncoder(os.Stdout).Encode(out)
+}
+
+// fetchInflate downloads and inflates each blob URL once and prints the
+// bytes fetched as JSON.
+func fetchInflate(urls []string) error {
+	if len(urls) == 0 {
+		return errors.New("no blob URLs given")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := harness.FetchInflate(ctx, urls)
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(struct {
+		FetchedBytes int64 `json:"fetchedBytes"`
+	}{n})
 }
