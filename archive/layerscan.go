@@ -91,8 +91,9 @@ func scanLayer(ctx context.Context, r io.Reader, opts []ScanOption, each func(*L
 	cr := &countingReader{r: r}
 	tr := tar.NewReader(cr)
 	var h hash.Hash
+	var buf []byte // for io.CopyBuffer: io.Copy would allocate 32 KiB a file
 	if o.hashes && o.body == nil {
-		h = sha256.New()
+		h, buf = sha256.New(), make([]byte, 64<<10)
 	}
 	for {
 		if err := ctx.Err(); err != nil {
@@ -118,7 +119,7 @@ func scanLayer(ctx context.Context, r io.Reader, opts []ScanOption, each func(*L
 			// file is not hashed: its logical size may be far beyond its
 			// bytes, and the indexers that hash refuse it anyway.
 			h.Reset()
-			if _, err := io.Copy(h, tr); err != nil {
+			if _, err := io.CopyBuffer(h, tr, buf); err != nil {
 				return 0, fmt.Errorf("reading layer tar: %w", err)
 			}
 			e.ContentHash = hex.EncodeToString(h.Sum(nil))

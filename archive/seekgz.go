@@ -62,6 +62,7 @@ type seekableOptions struct {
 	level       int
 	concurrency int
 	lookahead   int
+	noDigests   bool
 }
 
 // SeekableOption configures NewSeekableWriter.
@@ -109,6 +110,16 @@ func WithLookahead(n int) SeekableOption {
 			o.lookahead = n
 		}
 	}
+}
+
+// WithoutDigests makes the writer hash neither the blob nor the
+// uncompressed stream, leaving BlobDigest and DiffID empty: for a caller
+// that has both hashed already on either side of it (publish: the store's
+// diff stream checks its diff ID, the upload hashes the blob it sends),
+// each hash of the whole layer being a core's work of a sizeable share of
+// the pass. Members keep their SHA-256s. The default hashes both.
+func WithoutDigests() SeekableOption {
+	return func(o *seekableOptions) { o.noDigests = true }
 }
 
 // seekJob is one member on its way through the pipeline: filled by the
@@ -175,11 +186,15 @@ func NewSeekableWriter(dst io.Writer, opts ...SeekableOption) *SeekableWriter {
 	for _, opt := range opts {
 		opt(&o)
 	}
+	var blobSum, diffSum hash.Hash
+	if !o.noDigests {
+		blobSum, diffSum = sha256.New(), sha256.New()
+	}
 	sw := &SeekableWriter{
+		blobSum: blobSum,
+		diffSum: diffSum,
 		opts:    o,
 		dst:     dst,
-		blobSum: sha256.New(),
-		diffSum: sha256.New(),
 		work:    make(chan *seekJob),
 		order:   make(chan *seekJob, o.concurrency),
 		failed:  make(chan struct{}),
@@ -350,8 +365,10 @@ func (sw *SeekableWriter) writeMember(job *seekJob) error {
 	if err != nil {
 		return fmt.Errorf("writing seekable gzip member at %d: %w", job.uoff, err)
 	}
-	sw.blobSum.Write(b)
-	sw.diffSum.Write(job.data)
+	if sw.blobSum != nil {
+		sw.blobSum.Write(b)
+		sw.diffSum.Write(job.data)
+	}
 	sw.members = append(sw.members, Member{
 		COff: sw.cSize, CLen: int64(len(b)),
 		UOff: job.uoff, ULen: int64(len(job.data)),
@@ -432,18 +449,24 @@ func (sw *SeekableWriter) Members() []Member {
 	return append([]Member(nil), sw.members...)
 }
 
-// BlobDigest returns the digest of the compressed blob. It is valid after
-// Close.
+// BlobDigest returns the digest of the compressed blob, empty
+// WithoutDigests. It is valid after Close.
 func (sw *SeekableWriter) BlobDigest() godigest.Digest {
+	if sw.blobSum == nil {
+		return ""
+	}
 	return godigest.NewDigest(godigest.SHA256, sw.blobSum)
 }
 
 // BlobSize returns the size of the compressed blob. It is valid after Close.
 func (sw *SeekableWriter) BlobSize() int64 { return sw.cSize }
 
-// DiffID returns the digest of the uncompressed stream. It is valid after
-// Close.
+// DiffID returns the digest of the uncompressed stream, empty
+// WithoutDigests. It is valid after Close.
 func (sw *SeekableWriter) DiffID() godigest.Digest {
+	if sw.diffSum == nil {
+		return ""
+	}
 	return godigest.NewDigest(godigest.SHA256, sw.diffSum)
 }
 

@@ -374,6 +374,27 @@ func TestSeekableDeterministic(t *testing.T) {
 	}
 }
 
+// TestSeekableWithoutDigests: the writer that hashes neither the blob nor
+// the stream writes the same blob and members, and reports no digests.
+func TestSeekableWithoutDigests(t *testing.T) {
+	data, bounds := seekTextTar(t, 200)
+	want, wsw := seekCompress(t, data, bounds, 16*kib, 0, archive.WithMemberSize(128*kib))
+	got, sw := seekCompress(t, data, bounds, 16*kib, 0, archive.WithMemberSize(128*kib), archive.WithoutDigests())
+	if !bytes.Equal(got, want) {
+		t.Errorf("WithoutDigests: blob differs from the default writer's")
+	}
+	if diff := cmp.Diff(wsw.Members(), sw.Members()); diff != "" {
+		t.Errorf("WithoutDigests: members differ (-default +got):\n%s", diff)
+	}
+	if sw.BlobDigest() != "" || sw.DiffID() != "" {
+		t.Errorf("WithoutDigests: BlobDigest() = %q, DiffID() = %q, want both empty", sw.BlobDigest(), sw.DiffID())
+	}
+	if wsw.BlobDigest() == "" || wsw.DiffID() == "" || sw.BlobSize() != int64(len(got)) {
+		t.Errorf("default writer: BlobDigest() = %q, DiffID() = %q; BlobSize() WithoutDigests = %d, want %d",
+			wsw.BlobDigest(), wsw.DiffID(), sw.BlobSize(), len(got))
+	}
+}
+
 var errSeekDest = errors.New("destination is full")
 
 // seekFailWriter accepts limit bytes, then fails every write.

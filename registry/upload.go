@@ -54,7 +54,8 @@ type PushOption func(*pushOptions) error
 
 // WithChunkSize sends a blob in requests of n bytes (the last may be
 // shorter), raised to the registry's OCI-Chunk-Min-Length if it asks for
-// more. One chunk is what an upload holds in memory. The default is
+// more. Two chunks are what an upload holds in memory (one being sent, the
+// next being read). The default is
 // DefaultChunkSize (8 MiB).
 func WithChunkSize(n int64) PushOption {
 	return func(o *pushOptions) error {
@@ -273,9 +274,10 @@ func (p *Pusher) mounter(ctx context.Context, from name.Repository) (*http.Clien
 
 // UploadBlob streams r into the repository as one blob and returns its
 // sha256 digest and size, computed on the way. It sends one chunk at a
-// time and holds only that chunk: a chunk whose request fails transiently
-// is sent again from wherever the registry says the upload stands. If the
-// upload cannot be finished, its session on the registry is deleted.
+// time, reading the next meanwhile, and holds only those two: a chunk
+// whose request fails transiently is sent again from wherever the registry
+// says the upload stands. If the upload cannot be finished, its session on
+// the registry is deleted.
 // opts override the Pusher's for this upload.
 func (p *Pusher) UploadBlob(ctx context.Context, r io.Reader, opts ...PushOption) (digest.Digest, int64, error) {
 	wrap := func(err error) error { return fmt.Errorf("uploading blob to %s: %w", p.repo.Name(), err) }
@@ -435,24 +437,27 @@ func (s *session) follow(resp *http.Response) error {
 }
 
 // stream sends r in chunks and commits the upload with the digest of what
-// was sent.
+// was sent. The next chunk is read from r while one is being sent, so that
+// whatever produces r (a compressor) keeps working during each request
+// instead of waiting for it; two chunks are held at a time.
 func (s *session) stream(ctx context.Context, r io.Reader) (digest.Digest, error) {
 	d := digest.SHA256.Digester()
-	buf := make([]byte, s.chunk)
-	for {
-		n, rerr := fill(r, buf)
-		if n > 0 {
-			d.Hash().Write(buf[:n])
-			if err := s.send(ctx, buf[:n]); err != nil {
+	chunks, release, stop := readChunks(r, s.chunk)
+	defer stop()
+	for c := range chunks {
+		if c.n > 0 {
+			d.Hash().Write(c.buf[:c.n])
+			if err := s.send(ctx, c.buf[:c.n]); err != nil {
 				return "", err
 			}
 		}
-		if rerr == io.EOF {
+		if c.err == io.EOF {
 			break
 		}
-		if rerr != nil {
-			return "", fmt.Errorf("reading the blob: %w", rerr)
+		if c.err != nil {
+			return "", fmt.Errorf("reading the blob: %w", c.err)
 		}
+		release(c.buf)
 	}
 	dg := d.Digest()
 	err := Retry(ctx, s.po.backoff, s.po.log.Warnf, "completing the upload", func() error {
@@ -465,6 +470,50 @@ func (s *session) stream(ctx context.Context, r io.Reader) (digest.Digest, error
 		return "", fmt.Errorf("completing the upload as %s: %w", dg, err)
 	}
 	return dg, nil
+}
+
+// filledChunk is one chunk read by readChunks: buf[:n], then err (io.EOF
+// at the end of r).
+type filledChunk struct {
+	buf []byte
+	n   int
+	err error
+}
+
+// readChunks reads r into chunks of size bytes in a goroutine of its own,
+// one chunk ahead of the consumer: each chunk arrives on the channel, and
+// its buffer must be given back with release before the one after next can
+// be read. The channel is closed after the chunk that carries an error.
+// stop ends the reading once r's Read in progress, if any, returns; r
+// itself is never closed.
+func readChunks(r io.Reader, size int64) (chunks <-chan filledChunk, release func([]byte), stop func()) {
+	out := make(chan filledChunk)
+	free := make(chan []byte, 2)
+	free <- make([]byte, size)
+	free <- make([]byte, size)
+	done := make(chan struct{})
+	go func() {
+		defer close(out)
+		for {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-done:
+				return
+			}
+			n, err := fill(r, buf)
+			select {
+			case out <- filledChunk{buf: buf, n: n, err: err}:
+			case <-done:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return out, func(b []byte) { free <- b }, func() { once.Do(func() { close(done) }) }
 }
 
 // fill reads into buf until it is full (nil error), r ends (io.EOF) or r
