@@ -310,14 +310,16 @@ var (
 	rejectEscape   = regexp.MustCompile(`is outside of|escapes the image root|invalid hardlink`)
 	rejectNoTarget = regexp.MustCompile(`no such file or directory|not in the image|does not exist|the link itself replaces`)
 	rejectWhiteout = regexp.MustCompile(`invalid whiteout|whiteout of`)
-	rejectShort    = regexp.MustCompile(`unexpected EOF`)
-	rejectNotGzip  = regexp.MustCompile(`not gzip|gzip: invalid header`)
-	rejectNotTar   = regexp.MustCompile(`invalid tar header|is compressed .* says uncompressed`)
-	rejectTooLong  = regexp.MustCompile(`file name too long|too long`)
-	rejectLoop     = regexp.MustCompile(`too many levels of symbolic links|too many (symbolic )?links`)
-	rejectNotDir   = regexp.MustCompile(`is (a (FIFO|device node), )?not a directory`)
-	rejectRoot     = regexp.MustCompile(`non-directory entry as the archive root|non-directory entry for the image root`)
-	rejectSparse   = regexp.MustCompile(`"sparse/hole-start": sparse file: a v2 archive cannot serve it`)
+	// A stream cut short, as Go's gzip says it, or pigz, which
+	// containers-storage runs to decompress where it finds it on PATH.
+	rejectShort   = regexp.MustCompile(`unexpected EOF|pigz: .*(incomplete deflate data|missing trailer|unexpected end of file)`)
+	rejectNotGzip = regexp.MustCompile(`not gzip|gzip: invalid header`)
+	rejectNotTar  = regexp.MustCompile(`invalid tar header|is compressed .* says uncompressed`)
+	rejectTooLong = regexp.MustCompile(`file name too long|too long`)
+	rejectLoop    = regexp.MustCompile(`too many levels of symbolic links|too many (symbolic )?links`)
+	rejectNotDir  = regexp.MustCompile(`is (a (FIFO|device node), )?not a directory`)
+	rejectRoot    = regexp.MustCompile(`non-directory entry as the archive root|non-directory entry for the image root`)
+	rejectSparse  = regexp.MustCompile(`"sparse/hole-start": sparse file: a v2 archive cannot serve it`)
 )
 
 // Cases are the hostile images. outside is an absolute path outside any
