@@ -250,7 +250,7 @@ func (s *rangedStorage) fetchRuns(runs []layerRun, n interface{ Add(int64) int64
 			defer wg.Done()
 			for r := range work {
 				ctx, cancel := s.opContext()
-				_, counts, err := s.cache.get(ctx, r.l.members[r.from:r.to], s.fetcher(r.l.digest))
+				counts, err := s.cache.ensure(ctx, r.l.members[r.from:r.to], s.fetcher(r.l.digest))
 				cancel()
 				n.Add(int64(counts.misses))
 				if err != nil && !s.isClosed() {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -47,7 +48,9 @@ const (
 // one file per member named by the SHA-256 of its bytes, so that it is
 // shared by every mount on the host and by every layer or image that holds
 // the same member, and survives restarts. A span read from disk is hashed
-// again before it is served. The cache is bounded: past its budget, the
+// before it is served, once in each process: after that its file stays
+// open and reads take their bytes from it in place while it is unchanged
+// (spanFiles). The cache is bounded: past its budget, the
 // spans used least recently (by file time, refreshed on hits) are removed
 // down to 90% of it by one process at a time (flock on DIR/lock); files
 // that vanish meanwhile are fine. Writes are atomic (an unnamed file linked
@@ -65,6 +68,7 @@ type SpanCache struct {
 	mu       sync.Mutex
 	inflight map[string]*spanCall
 	mem      *memLRU
+	files    *spanFiles
 
 	// estimate is the bytes on disk found by the last sweep plus those this
 	// process has written since: a sweep runs when it passes the budget.
@@ -138,7 +142,8 @@ func OpenSpanCache(dir string, opts ...SpanCacheOption) (*SpanCache, error) {
 			return nil, err
 		}
 	}
-	c := &SpanCache{dir: dir, spans: filepath.Join(dir, "sha256"), so: so, inflight: map[string]*spanCall{}, mem: newMemLRU(so.memory)}
+	c := &SpanCache{dir: dir, spans: filepath.Join(dir, "sha256"), so: so, inflight: map[string]*spanCall{}, mem: newMemLRU(so.memory),
+		files: newSpanFiles(defaultOpenSpans)}
 	for _, d := range []string{c.spans, filepath.Join(dir, "locks")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("creating span cache: %w", err)
@@ -214,6 +219,61 @@ func (c *SpanCache) get(ctx context.Context, ms []Member, fetch fetchFunc) ([][]
 	return out, counts, nil
 }
 
+// ensure makes sure each of ms (adjacent members of one layer, ascending)
+// is in the cache, fetching the runs of them that are not, as get does,
+// but without loading what is already there: a read-ahead or a prefetch
+// over spans on disk costs a stat each, not a read and a hash. hits counts
+// the members found there.
+func (c *SpanCache) ensure(ctx context.Context, ms []Member, fetch fetchFunc) (spanCounts, error) {
+	var counts spanCounts
+	var missing []int
+	for i, m := range ms {
+		if c.present(m) {
+			counts.hits++
+			continue
+		}
+		missing = append(missing, i)
+	}
+	if len(missing) == 0 {
+		return counts, nil
+	}
+	counts.misses = len(missing)
+	owned, waits := c.claim(ms, missing)
+	if err := c.fetchOwned(ctx, ms, owned, fetch); err != nil {
+		return counts, err
+	}
+	for _, i := range missing {
+		call := waits[ms[i].SHA256]
+		select {
+		case <-call.done:
+		case <-ctx.Done():
+			return counts, fmt.Errorf("waiting for span at %d: %w", ms[i].UOff, ctx.Err())
+		}
+		if call.err != nil {
+			return counts, call.err
+		}
+	}
+	return counts, nil
+}
+
+// present reports whether m is in memory, or on disk with its length (its
+// bytes are hashed when they are read).
+func (c *SpanCache) present(m Member) bool {
+	if c.mem.get(m.SHA256) != nil {
+		return true
+	}
+	if sf := c.files.acquire(m.SHA256); sf != nil {
+		c.files.release(sf)
+		return true
+	}
+	p, err := c.spanPath(m)
+	if err != nil {
+		return false
+	}
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Size() == m.ULen
+}
+
 // inMemory returns the bytes of each of ms if all are in the memory tier,
 // else nil.
 func (c *SpanCache) inMemory(ms []Member) [][]byte {
@@ -224,6 +284,20 @@ func (c *SpanCache) inMemory(ms []Member) [][]byte {
 		}
 	}
 	return out
+}
+
+// readAt reads len(p) bytes at off of member m from memory, or in place
+// from its file if this process has hashed it already, and reports
+// whether it could; it never fetches, nor loads a whole span.
+func (c *SpanCache) readAt(m Member, p []byte, off int64) bool {
+	if b := c.mem.get(m.SHA256); b != nil {
+		if off < 0 || off+int64(len(p)) > int64(len(b)) {
+			return false
+		}
+		copy(p, b[off:])
+		return true
+	}
+	return c.files.readAt(m.SHA256, p, off)
 }
 
 // lookup returns a member's bytes from memory or disk, or nil if the cache
@@ -386,27 +460,62 @@ func isHexDigest(s string) bool {
 // they are not there. A file of the wrong length or digest is removed, so
 // the next read fetches the span again, and reported as ErrSpanCorrupt.
 func (c *SpanCache) load(m Member) ([]byte, error) {
+	if m.ULen < 0 {
+		return nil, fmt.Errorf("member at %d: length %d: %w", m.UOff, m.ULen, ErrCorrupt)
+	}
+	if b := make([]byte, m.ULen); c.files.readAt(m.SHA256, b, 0) {
+		c.touch(m)
+		return b, nil // hashed when this process first read or wrote it
+	}
 	p, err := c.spanPath(m)
 	if err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(p)
+	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading cached span %s: %w", p, err)
 	}
+	keep := false
+	defer func() {
+		if !keep {
+			f.Close()
+		}
+	}()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("reading cached span %s: %w", p, err)
+	}
+	var b []byte
+	if st.Size() == m.ULen {
+		b = make([]byte, m.ULen)
+		if _, err := f.ReadAt(b, 0); err != nil && !(errors.Is(err, io.EOF) && m.ULen == 0) {
+			return nil, fmt.Errorf("reading cached span %s: %w", p, err)
+		}
+	}
 	sum := sha256.Sum256(b)
-	if int64(len(b)) != m.ULen || hex.EncodeToString(sum[:]) != m.SHA256 {
+	if b == nil || hex.EncodeToString(sum[:]) != m.SHA256 {
 		os.Remove(p)
-		return nil, fmt.Errorf("cached span %s: %d bytes with sha256 %x, want %d bytes with its name; removed it: %w", p, len(b), sum, m.ULen, ErrSpanCorrupt)
+		return nil, fmt.Errorf("cached span %s: %d bytes with sha256 %x, want %d bytes with its name; removed it: %w", p, st.Size(), sum, m.ULen, ErrSpanCorrupt)
+	}
+	keep = true
+	c.files.add(m.SHA256, f, st)
+	c.touch(m)
+	return b, nil
+}
+
+// touch refreshes a cached span's time when it is stale, for the LRU.
+func (c *SpanCache) touch(m Member) {
+	p, err := c.spanPath(m)
+	if err != nil {
+		return
 	}
 	if fi, err := os.Stat(p); err == nil && time.Since(fi.ModTime()) > spanTouchAge {
 		now := time.Now()
 		_ = os.Chtimes(p, now, now) // a span evicted meanwhile is no matter
 	}
-	return b, nil
 }
 
 // store writes a member's bytes into the cache, atomically: readers in
@@ -440,6 +549,7 @@ func (c *SpanCache) store(m Member, data []byte) error {
 		}
 		named = true
 	}
+	written, _ := f.Stat()
 	if err := f.Close(); err != nil {
 		return err
 	}
@@ -449,6 +559,15 @@ func (c *SpanCache) store(m Member, data []byte) error {
 		return err
 	}
 	c.estimate.Add(int64(len(data)))
+	// The bytes were checked before they were stored: the file, if it is
+	// still the one written, may be read in place from now on.
+	if rf, err := os.Open(p); err == nil {
+		if st, err := rf.Stat(); err == nil && written != nil && os.SameFile(st, written) && st.Size() == int64(len(data)) {
+			c.files.add(m.SHA256, rf, st)
+		} else {
+			rf.Close()
+		}
+	}
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -260,4 +261,66 @@ func dirBytes(t *testing.T, dir string) int64 {
 		}
 	}
 	return n
+}
+
+// TestSpanCacheReadsInPlace: a span this process stored (or loaded and
+// hashed) is read in place, a few bytes at a time, without a fetch; a
+// change to its file stops that, and the next load hashes it again and
+// refuses it when it is wrong.
+func TestSpanCacheReadsInPlace(t *testing.T) {
+	dir := t.TempDir()
+	m, b := testMember(4, 0, 8192)
+	data := map[string][]byte{m.SHA256: b}
+	var fetches, fetched atomic.Int32
+	fetch := fetchFrom(data, 0, &fetches, &fetched)
+	c, err := OpenSpanCache(dir, WithMemoryCache(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 100)
+	if c.readAt(m, p, 10) {
+		t.Fatalf("readAt() before the span is cached = true, want false")
+	}
+	if _, _, err := c.get(context.Background(), []Member{m}, fetch); err != nil {
+		t.Fatal(err)
+	}
+	if !c.readAt(m, p, 10) || !bytes.Equal(p, b[10:110]) {
+		t.Fatalf("readAt(stored span) = %q, want %q", p, b[10:110])
+	}
+	if c.readAt(m, p, int64(len(b))-50) {
+		t.Errorf("readAt() past the span's end = true, want false")
+	}
+
+	// Another process loads it from disk once, hashing it, then reads in place.
+	c2, err := OpenSpanCache(dir, WithMemoryCache(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2.readAt(m, p, 0) {
+		t.Fatalf("readAt() in a process that has not hashed the span = true, want false")
+	}
+	if got, _, err := c2.get(context.Background(), []Member{m}, fetch); err != nil || !bytes.Equal(got[0], b) {
+		t.Fatalf("get(cached span) = %v", err)
+	}
+	if !c2.readAt(m, p, 0) || !bytes.Equal(p, b[:100]) {
+		t.Fatalf("readAt(loaded span) = %q, want %q", p, b[:100])
+	}
+
+	// Rewritten in place with other bytes: no longer read in place, and
+	// refused when loaded.
+	bad := append([]byte(nil), b...)
+	bad[5] ^= 0x40
+	time.Sleep(10 * time.Millisecond) // a modification time of its own
+	if err := os.WriteFile(filepath.Join(dir, "sha256", m.SHA256), bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if c2.readAt(m, p, 0) {
+		t.Errorf("readAt() after the file changed = true (%q), want false", p[:10])
+	}
+	if _, _, err := c2.get(context.Background(), []Member{m}, fetch); !errors.Is(err, ErrSpanCorrupt) {
+		t.Errorf("get(changed span) = %v, want ErrSpanCorrupt", err)
+	}
+	if n := fetches.Load(); n != 1 {
+		t.Errorf("%d fetches, want 1", n)
+	}
 }

@@ -146,6 +146,7 @@ func (o *buildOptions) validate() error {
 }
 
 func runBuild(cmd *cobra.Command, g *globalOptions, o *buildOptions, contextDir string) error {
+	limitMemory()
 	ctx := cmd.Context()
 	log, err := g.logger()
 	if err != nil {

@@ -35,6 +35,7 @@ func NewPullCmd(g *globalOptions) *cobra.Command {
 }
 
 func runPull(cmd *cobra.Command, g *globalOptions, o *pullOptions, image string) error {
+	limitMemory()
 	log, err := g.logger()
 	if err != nil {
 		return err
