@@ -128,6 +128,9 @@ func newRangedStorage(meta *common.ClipArchiveMetadata, members map[string][]Mem
 	}
 	s := &rangedStorage{meta: meta, layers: map[string]*seekableLayer{}, blobs: blobs, cache: cache, fallback: fallback, ro: ro,
 		closed: make(chan struct{}), prefetched: make(chan struct{})}
+	if zs, ok := fallback.(*zranStorage); ok {
+		zs.stats = &s.stats // pulled layers' reads count with the others
+	}
 	for dg, ms := range members {
 		l, err := newSeekableLayer(dg, ms)
 		if err != nil {
@@ -213,7 +216,9 @@ func (s *rangedStorage) readWhole(node *common.ClipNode, dest []byte, off int64)
 	if s.fallback == nil {
 		return 0, fmt.Errorf("reading %s: layer %s has no gzip members to read by range, and no whole-layer reader", node.Path, node.Remote.LayerDigest)
 	}
-	s.stats.fallbackReads.Add(1)
+	if _, ok := s.fallback.(*zranStorage); !ok {
+		s.stats.fallbackReads.Add(1) // else it counts what it reads whole
+	}
 	return s.fallback.ReadFile(node, dest, off)
 }
 
@@ -226,14 +231,16 @@ func (s *rangedStorage) readSpans(l *seekableLayer, uoff int64, dest []byte) err
 	ms := l.members
 	first := sort.Search(len(ms), func(i int) bool { return ms[i].UOff+ms[i].ULen > uoff })
 	last := sort.Search(len(ms), func(i int) bool { return ms[i].UOff >= end }) - 1
-	spans, err := s.spans(l, ms[first:last+1])
-	if err != nil {
-		return err
-	}
-	for k, b := range spans {
-		m := ms[first+k]
-		lo, hi := max(uoff, m.UOff), min(end, m.UOff+m.ULen)
-		copy(dest[lo-uoff:hi-uoff], b[lo-m.UOff:hi-m.UOff])
+	if !s.readInPlace(ms[first:last+1], uoff, dest) {
+		spans, err := s.spans(l, ms[first:last+1])
+		if err != nil {
+			return err
+		}
+		for k, b := range spans {
+			m := ms[first+k]
+			lo, hi := max(uoff, m.UOff), min(end, m.UOff+m.ULen)
+			copy(dest[lo-uoff:hi-uoff], b[lo-m.UOff:hi-m.UOff])
+		}
 	}
 	s.trace.note(l.digest, first, last)
 	s.readAhead(l, first, last)
@@ -312,7 +319,7 @@ func (s *rangedStorage) readAhead(l *seekableLayer, first, last int) {
 		defer func() { l.mu.Lock(); l.ahead = false; l.mu.Unlock() }()
 		ctx, cancel := s.opContext()
 		defer cancel()
-		_, counts, err := s.cache.get(ctx, l.members[from:to], s.fetcher(l.digest))
+		counts, err := s.cache.ensure(ctx, l.members[from:to], s.fetcher(l.digest))
 		s.stats.readAhead.Add(int64(counts.misses))
 		if err != nil && ctx.Err() == nil {
 			s.ro.log.WithField("layer", l.digest).Debugf("reading ahead: %v", err)
@@ -369,7 +376,8 @@ func (s *rangedStorage) Cleanup() error {
 
 // RangedStats are the counters of a ranged storage, for --stats.
 type RangedStats struct {
-	// Reads and BytesRead count the reads served from seekable layers.
+	// Reads and BytesRead count the reads served by range: from seekable
+	// layers' members and pulled layers' restart points.
 	Reads     int64 `json:"reads"`
 	BytesRead int64 `json:"bytes_read"`
 	// Requests counts range reads of the registry (each one or, when large,
@@ -395,7 +403,8 @@ type RangedStats struct {
 	// TracedSpans counts the members this mount recorded in its trace
 	// (once the trace is written).
 	TracedSpans int64 `json:"traced_spans"`
-	// FallbackReads counts reads of layers read whole.
+	// FallbackReads counts reads of layers read whole (with neither
+	// members nor restart points, or whose registry ignores ranges).
 	FallbackReads int64 `json:"fallback_reads"`
 	// Errors counts failed reads.
 	Errors int64 `json:"errors"`
@@ -421,7 +430,7 @@ type rangedCounters struct {
 }
 
 // StatsOf returns the counters of s if it reads by range (a v2 archive
-// with seekable layers), for mount --stats.
+// with seekable layers or restart points), for mount --stats.
 func StatsOf(s Storage) (RangedStats, bool) {
 	rs, ok := s.(*rangedStorage)
 	if !ok {

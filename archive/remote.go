@@ -337,10 +337,12 @@ func OpenStorage(a *Archive, opts ...StorageOption) (Storage, error) {
 	}
 	whole := &remoteStorage{meta: a.Metadata, blobs: blobs, cacheDir: so.cacheDir, timeout: so.timeout, layers: map[string]*cachedLayer{}}
 	// Seekable layers (built by clipbuild: the trailer lists their gzip
-	// members) are read by byte range, a member at a time; others (pulled
-	// images, one gzip stream a layer) are fetched whole, as are all layers
-	// when a caller replaced the blob opener but gave no ranged reader.
-	if len(a.Trailer.Members) == 0 || (so.blobs != nil && so.ranger == nil) {
+	// members) are read by byte range, a member at a time; pulled layers
+	// (gzip as their registry has it) by byte range from the restart
+	// points pull recorded. What has neither is fetched whole, as are all
+	// layers when a caller replaced the blob opener but gave no ranged
+	// reader.
+	if (len(a.Trailer.Members) == 0 && len(a.Trailer.Zran) == 0) || (so.blobs != nil && so.ranger == nil) {
 		return whole, nil
 	}
 	log := so.log
@@ -363,10 +365,17 @@ func OpenStorage(a *Archive, opts ...StorageOption) (Storage, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Pulled layers are read whole: the restart points pull records
-	// (Trailer.Zran) are not served yet, as resuming inside a multi-member
-	// blob (a clipbuild-built image pulled again) fails.
+	// Pulled layers (one gzip stream each, of one member or several) with
+	// restart points are read by range from the nearest point; what has
+	// neither members nor points is read whole.
 	var fallback Storage = whole
+	if len(a.Trailer.Zran) > 0 {
+		zs, err := newZranStorage(a.Metadata, a.Trailer.Zran, ranger, cache, whole, withZranLog(log))
+		if err != nil {
+			return nil, err
+		}
+		fallback = zs
+	}
 	return newRangedStorage(a.Metadata, a.Trailer.Members, ranger, cache, fallback, withRangedLog(log),
 		withDenseThreshold(so.dense), withTrace(TracePath(so.spanDir, a.Trailer.ManifestDigest), so.window, !so.noPrefetch))
 }

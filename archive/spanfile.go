@@ -147,13 +147,23 @@ func (s *spanFiles) closeAll() {
 // warm read of a few bytes then costs their copy, not a whole span's load
 // and hash.
 func (s *rangedStorage) readInPlace(ms []Member, uoff int64, dest []byte) bool {
+	if !readSpansInPlace(s.cache, ms, uoff, dest) {
+		return false
+	}
+	s.stats.hits.Add(int64(len(ms)))
+	return true
+}
+
+// readSpansInPlace fills dest, the bytes at uoff of a layer, from the
+// spans ms (members, or the spans between restart points) that hold them,
+// if c has each in memory or in a file this process has hashed.
+func readSpansInPlace(c *SpanCache, ms []Member, uoff int64, dest []byte) bool {
 	end := uoff + int64(len(dest))
 	for _, m := range ms {
 		lo, hi := max(uoff, m.UOff), min(end, m.UOff+m.ULen)
-		if !s.cache.readAt(m, dest[lo-uoff:hi-uoff], lo-m.UOff) {
+		if !c.readAt(m, dest[lo-uoff:hi-uoff], lo-m.UOff) {
 			return false
 		}
 	}
-	s.stats.hits.Add(int64(len(ms)))
 	return true
 }

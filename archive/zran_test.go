@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math/rand"
 	"os/exec"
@@ -14,6 +16,9 @@ import (
 
 	"github.com/beam-cloud/clip/pkg/common"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/clipbuild/clipbuild/registry"
 )
 
 // zranSample is text and incompressible random data in turns, so a
@@ -61,6 +66,77 @@ func gzipGo(t *testing.T, b []byte, level int) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// gzipMember compresses b as one gzip member with Go's writer, with a
+// name, comment and extra field in its header (FNAME, FCOMMENT, FEXTRA),
+// and flushes (an empty stored block, as pigz writes between its chunks)
+// every flushEvery bytes when that is above 0.
+func gzipMember(t *testing.T, b []byte, level, flushEvery int) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, level)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw.Name, zw.Comment, zw.Extra = "layer.tar", "a comment", []byte{'c', 'b', 4, 0, 1, 2, 3, 4}
+	for len(b) > 0 {
+		n := len(b)
+		if flushEvery > 0 {
+			n = min(n, flushEvery)
+		}
+		zw.Write(b[:n])
+		b = b[n:]
+		if flushEvery > 0 {
+			zw.Flush()
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// gzipFHCRC compresses b as one gzip member whose header carries its own
+// CRC-16 (FHCRC), which Go's writer never sets.
+func gzipFHCRC(t *testing.T, b []byte, level int) []byte {
+	t.Helper()
+	plain := gzipGo(t, b, level)
+	hdr := bytes.Clone(plain[:10])
+	hdr[3] |= 0x02
+	crc := crc32.ChecksumIEEE(hdr)
+	return append(append(hdr, byte(crc), byte(crc>>8)), plain[10:]...)
+}
+
+// seekableGzip compresses b as clipbuild's builds do: independent members
+// of at most memberSize bytes (klauspost's deflate, level 5).
+func seekableGzip(t *testing.T, b []byte, memberSize int) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	sw := NewSeekableWriter(&buf, WithMemberSize(memberSize))
+	if _, err := sw.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(sw.Members()) < 2 {
+		t.Fatalf("%d gzip members, want several", len(sw.Members()))
+	}
+	return buf.Bytes()
+}
+
+// members concatenates gzip members of the pieces of b cut at cuts, each
+// compressed by gz with the next of levels in turn.
+func members(t *testing.T, b []byte, cuts []int, levels []int, gz func(*testing.T, []byte, int) []byte) []byte {
+	t.Helper()
+	var out []byte
+	at := 0
+	for i, c := range append(cuts, len(b)) {
+		out = append(out, gz(t, b[at:c], levels[i%len(levels)])...)
+		at = c
+	}
+	return out
 }
 
 // zranIndexOf reads blob through a ZranReader, checks the bytes it gives
@@ -118,6 +194,17 @@ func TestZranResumesExactly(t *testing.T) {
 	text := zranSample(1, 6<<20)
 	other := zranSample(2, 3<<20)
 	multi := append(append(gzipCLI(t, text[:2<<20], 6), gzipGo(t, text[2<<20:4<<20], 1)...), gzipCLI(t, text[4<<20:], 9)...)
+	// Members far smaller than a span, at every gzip level, so one span
+	// holds several member ends and starts.
+	var cuts []int
+	for c := 150 << 10; c < len(text); c += 150<<10 + len(cuts)*7<<10 {
+		cuts = append(cuts, c)
+	}
+	small := members(t, text, cuts, []int{1, 2, 3, 4, 5, 6, 7, 8, 9}, gzipCLI)
+	// Empty members first, last and in a row in the middle, with headers
+	// that have a name, a comment and an extra field.
+	empties := members(t, other, []int{0, 0, 1 << 20, 1 << 20, 1 << 20, 2 << 20, len(other)}, []int{6},
+		func(t *testing.T, b []byte, level int) []byte { return gzipMember(t, b, level, 0) })
 	tests := []struct {
 		name string
 		blob []byte
@@ -126,17 +213,36 @@ func TestZranResumesExactly(t *testing.T) {
 	}{
 		{"gzip -6 text and random", gzipCLI(t, text, 6), text, 128 << 10},
 		{"gzip -1", gzipCLI(t, other, 1), other, 64 << 10},
+		{"gzip -9", gzipCLI(t, other, 9), other, 200 << 10},
 		{"go gzip default", gzipGo(t, other, gzip.DefaultCompression), other, 100 << 10},
+		{"stored blocks only", gzipGo(t, other, gzip.NoCompression), other, 300 << 10},
+		{"flushed every 128 KiB, as pigz", gzipMember(t, text, 6, 128<<10), text, 256 << 10},
 		{"multi-member", multi, text, 96 << 10},
+		{"multi-member, spans across members", multi, text, 3 << 20},
+		{"seekable 1 MiB members, default span", seekableGzip(t, text, 1<<20), text, DefaultZranSpan},
+		{"seekable 1 MiB members, 1.5 MiB span", seekableGzip(t, text, 1<<20), text, 3 << 19},
+		{"seekable 64 KiB members", seekableGzip(t, other, 64<<10), other, 1 << 20},
+		{"150 KiB members, gzip -1 to -9", small, text, 1 << 20},
+		{"empty members", empties, other, 700 << 10},
+		{"header CRCs", members(t, other, []int{500 << 10, 1 << 20}, []int{6, 1}, gzipFHCRC), other, 400 << 10},
 		{"empty", gzipCLI(t, nil, 6), []byte{}, 1 << 20},
+		{"empty members only", append(gzipCLI(t, nil, 6), gzipGo(t, nil, 6)...), []byte{}, 1 << 20},
 		{"default span", gzipCLI(t, text, 6), text, DefaultZranSpan},
 	}
+	primed := 0 // points that need inflatePrime (stored blocks end byte-aligned)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ix := zranIndexOf(t, tc.blob, tc.want, tc.span)
 			// Points fall on block boundaries, and a block may be long.
 			if min := len(tc.want) / int(tc.span*8); len(ix.Points) < min {
 				t.Fatalf("%d points, want at least %d", len(ix.Points), min)
+			}
+			// What a read of a span fetches: its compressed bytes are cut
+			// at span-span/32 and end with the block they are in.
+			for i, p := range ix.Points {
+				if got, limit := ix.cEnd(i)-p.start(), tc.span-tc.span/32+128<<10; got > limit {
+					t.Errorf("span %d has %d compressed bytes, want at most %d", i, got, limit)
+				}
 			}
 			bits := 0
 			for i, p := range ix.Points {
@@ -151,8 +257,22 @@ func TestZranResumesExactly(t *testing.T) {
 					t.Fatalf("span %d differs from the original", i)
 				}
 			}
-			if len(ix.Points) > 8 && bits == 0 {
-				t.Errorf("no point needs inflatePrime among %d: the bit offset path is untested", len(ix.Points))
+			primed += bits
+			// Runs of spans, as one fetch inflates them: every pair, and
+			// the whole layer from the first point.
+			runs := [][2]int{{0, len(ix.Points) - 1}}
+			for i := 0; i+1 < len(ix.Points); i++ {
+				runs = append(runs, [2]int{i, i + 1})
+			}
+			for _, r := range runs {
+				p := ix.Points[r[0]]
+				spans, err := ix.Inflate(tc.blob[p.start():ix.cEnd(r[1])], r[0], r[1])
+				if err != nil {
+					t.Fatalf("spans %d-%d: %v", r[0], r[1], err)
+				}
+				if got := bytes.Join(spans, nil); !bytes.Equal(got, tc.want[p.UOff:ix.spanEnd(r[1])]) {
+					t.Fatalf("spans %d-%d differ from the original", r[0], r[1])
+				}
 			}
 			// Random reads through the storage, each compared with the original.
 			fr := &sliceRanger{blobs: map[string][]byte{"sha256:l": tc.blob}, flip: -1}
@@ -174,6 +294,9 @@ func TestZranResumesExactly(t *testing.T) {
 				}
 			}
 		})
+	}
+	if primed == 0 {
+		t.Error("no point needs inflatePrime: the bit offset path is untested")
 	}
 }
 
@@ -253,8 +376,8 @@ func TestZranNeverServesWrongBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	node := &common.ClipNode{Path: "/f", Remote: &common.RemoteRef{LayerDigest: "sha256:l", UOffset: p.UOff + 10, ULength: 6}}
-	if _, err := s.ReadFile(node, make([]byte, 6), 0); err == nil {
-		t.Fatal("read through a corrupted range succeeded, want an error")
+	if _, err := s.ReadFile(node, make([]byte, 6), 0); !errors.Is(err, ErrSpanCorrupt) {
+		t.Fatalf("read through a corrupted range: %v, want ErrSpanCorrupt", err)
 	}
 }
 
@@ -291,6 +414,11 @@ func TestZranSmallReadFetchesOneSpan(t *testing.T) {
 	if got, want := fr.gets.Load(), int64(1); got != want {
 		t.Errorf("range requests: got %d, want %d (the second read is a cache hit)", got, want)
 	}
+	st := rs.Stats()
+	want := RangedStats{Reads: 2, BytesRead: 12, Requests: 1, BytesFetched: fr.sent.Load(), SpansFetched: 1, CacheHits: 1, CacheMisses: 1}
+	if diff := cmp.Diff(want, st, cmpopts.IgnoreFields(RangedStats{}, "Latency")); diff != "" {
+		t.Errorf("stats (-want +got):\n%s", diff)
+	}
 	if got, limit := fr.sent.Load(), int64(4<<20); got > limit {
 		t.Errorf("fetched %d bytes for a 6-byte read, want at most %d", got, limit)
 	}
@@ -306,6 +434,8 @@ func TestZranReaderRejectsBadInput(t *testing.T) {
 		{"not gzip", []byte("plain text, not gzip")},
 		{"truncated", good[:len(good)-5]},
 		{"bad crc", append(bytes.Clone(good[:len(good)-8]), 1, 2, 3, 4, 13, 0, 0, 0)},
+		{"bad size", append(bytes.Clone(good[:len(good)-4]), 14, 0, 0, 0)},
+		{"bad crc in the first of two members", append(append(bytes.Clone(good[:len(good)-8]), 1, 2, 3, 4, 13, 0, 0, 0), good...)},
 		{"garbage after member", append(bytes.Clone(good), "trailing"...)},
 	}
 	for _, tc := range tests {
@@ -319,5 +449,77 @@ func TestZranReaderRejectsBadInput(t *testing.T) {
 				t.Fatal("read succeeded, want an error")
 			}
 		})
+	}
+}
+
+// TestZranReaderCloseEarly closes readers that have read nothing, a little
+// or all of a blob: Close returns (its goroutines end) every time.
+func TestZranReaderCloseEarly(t *testing.T) {
+	data := zranSample(6, 3<<20)
+	blob := gzipCLI(t, data, 6)
+	for _, n := range []int64{0, 1, 700 << 10, int64(len(data))} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			zr, err := NewZranReader(bytes.NewReader(blob), WithZranSpan(256<<10))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(io.LimitReader(zr, n))
+			if err != nil || !bytes.Equal(got, data[:n]) {
+				t.Fatalf("reading %d bytes: %d bytes, %v", n, len(got), err)
+			}
+			done := make(chan struct{})
+			go func() {
+				zr.Close()
+				zr.Close()
+				close(done)
+			}()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Close did not return within 10s")
+			}
+		})
+	}
+}
+
+// noRanges is a registry that ignores ranges, counting the requests.
+type noRanges struct{ asked atomic.Int32 }
+
+func (r *noRanges) ReadRange(context.Context, string, int64, int64) ([]byte, error) {
+	r.asked.Add(1)
+	return nil, fmt.Errorf("blob sha256:l: %w", registry.ErrRangeUnsupported)
+}
+
+// TestZranRegistryWithoutRanges reads a pulled layer from a registry that
+// ignores ranges: through the whole-layer reader, with the exact bytes,
+// and without asking for a range again.
+func TestZranRegistryWithoutRanges(t *testing.T) {
+	data := zranSample(8, 2<<20)
+	ix := zranIndexOf(t, seekableGzip(t, data, 256<<10), data, 512<<10)
+	whole := &tarStorage{layer: data}
+	nr := &noRanges{}
+	s, err := newZranStorage(nil, map[string]*ZranIndex{"sha256:l": ix}, nr, nil, whole, withZranLog(testEntry(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := int64(len(data)) * 2 / 3
+	node := &common.ClipNode{Path: "/f", Remote: &common.RemoteRef{LayerDigest: "sha256:l", UOffset: off, ULength: 1000}}
+	for range 2 {
+		dest := make([]byte, 1000)
+		if n, err := s.ReadFile(node, dest, 0); err != nil || n != len(dest) {
+			t.Fatalf("ReadFile() = %d, %v, want %d, nil", n, err, len(dest))
+		}
+		if diff := cmp.Diff(data[off:off+1000], dest); diff != "" {
+			t.Errorf("bytes (-want +got):\n%s", diff)
+		}
+	}
+	if got, want := whole.reads.Load(), int32(2); got != want {
+		t.Errorf("whole-layer reads: got %d, want %d", got, want)
+	}
+	if got, want := nr.asked.Load(), int32(1); got != want {
+		t.Errorf("range requests: got %d, want %d", got, want)
+	}
+	if got, want := s.stats.fallbackReads.Load(), int64(2); got != want {
+		t.Errorf("fallback reads counted: got %d, want %d", got, want)
 	}
 }
