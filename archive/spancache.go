@@ -262,8 +262,7 @@ func (c *SpanCache) present(m Member) bool {
 	if c.mem.get(m.SHA256) != nil {
 		return true
 	}
-	if sf := c.files.acquire(m.SHA256); sf != nil {
-		c.files.release(sf)
+	if c.files.acquire(m.SHA256) != nil {
 		return true
 	}
 	p, err := c.spanPath(m)

@@ -324,3 +324,39 @@ func TestSpanCacheReadsInPlace(t *testing.T) {
 		t.Errorf("%d fetches, want 1", n)
 	}
 }
+
+// TestSpanFilesBound: past its bound the set keeps no more files (the
+// spans are still served, loaded and hashed each time), and a file once
+// handed out stays open while the cache is in use.
+func TestSpanFilesBound(t *testing.T) {
+	dir := t.TempDir()
+	m1, b1 := testMember(5, 0, 4096)
+	m2, b2 := testMember(6, 1, 4096)
+	data := map[string][]byte{m1.SHA256: b1, m2.SHA256: b2}
+	var fetches, fetched atomic.Int32
+	c, err := OpenSpanCache(dir, WithMemoryCache(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.files = newSpanFiles(1)
+	for _, m := range []Member{m1, m2} {
+		if _, _, err := c.get(context.Background(), []Member{m}, fetchFrom(data, 0, &fetches, &fetched)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := make([]byte, 16)
+	if !c.readAt(m1, p, 0) || !bytes.Equal(p, b1[:16]) {
+		t.Errorf("readAt(first span) = false or wrong bytes, want its bytes in place")
+	}
+	if c.readAt(m2, p, 0) {
+		t.Errorf("readAt(span past the bound) = true, want false")
+	}
+	if got, _, err := c.get(context.Background(), []Member{m2}, fetchFrom(data, 0, &fetches, &fetched)); err != nil || !bytes.Equal(got[0], b2) {
+		t.Errorf("get(span past the bound) = %v, want its bytes", err)
+	}
+	sf := c.files.acquire(m1.SHA256)
+	c.files.drop(sf)
+	if _, err := sf.f.Stat(); err != nil {
+		t.Errorf("a dropped span file was closed while the cache is in use: %v", err)
+	}
+}

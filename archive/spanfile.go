@@ -7,24 +7,32 @@ import (
 )
 
 // defaultOpenSpans is how many span files a process keeps open for
-// reading in place (spanFiles).
-const defaultOpenSpans = 512
+// reading in place (spanFiles): 4096 members are 4 GiB of layer data, more
+// than the default cache holds, and well within the open-file limit, which
+// Go raises to the hard limit at start.
+const defaultOpenSpans = 4096
 
 // spanFiles are the span files this process has hashed (read from disk, or
 // written from bytes it fetched and checked), kept open so that a read of
 // a few bytes of a span reads just those bytes, in place, rather than the
 // whole span and its hash again: a span is hashed once when it enters a
-// process. A file is trusted only while it is the one hashed: an open file
-// keeps its inode even when the span is evicted or replaced, and a change
-// of its size or modification time (anything writing to it) drops it, so
-// the next read loads and hashes it again. The least recently used are
-// closed past the bound; one in use by a read is closed when that read
-// releases it.
+// process.
+//
+// A file is trusted only while it is the one hashed: an open file keeps
+// its inode even when the span is evicted from the cache or replaced, and
+// a change of its size or modification time (anything writing to it) drops
+// it, so the next read loads and hashes it again. Past the bound no more
+// files are kept. None is closed while the cache is in use, dropped ones
+// included (they are closed with the cache, when it is garbage, or with the
+// process): reads of a file run concurrently, without a lock, and one
+// whose descriptor was closed (and its number reused) meanwhile would read
+// another file's bytes.
 type spanFiles struct {
-	mu    sync.Mutex
-	max   int
-	byKey map[string]*spanFile
-	order *list.List // of *spanFile, most recent first
+	mu      sync.Mutex
+	max     int
+	byKey   map[string]*spanFile
+	order   *list.List // of *spanFile, most recent first
+	dropped []*os.File
 }
 
 type spanFile struct {
@@ -32,8 +40,6 @@ type spanFile struct {
 	f     *os.File
 	size  int64
 	mtime int64 // nanoseconds
-	refs  int
-	gone  bool // out of the set: closed by the last release
 	elem  *list.Element
 }
 
@@ -43,27 +49,22 @@ func newSpanFiles(max int) *spanFiles {
 
 // add takes f, the open file of span key whose bytes were just hashed (or
 // written) and found right, with st its state then. It closes f if the
-// set cannot take it.
+// set is full.
 func (s *spanFiles) add(key string, f *os.File, st os.FileInfo) {
-	if s.max <= 0 {
-		f.Close()
-		return
-	}
 	sf := &spanFile{key: key, f: f, size: st.Size(), mtime: st.ModTime().UnixNano()}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old := s.byKey[key]; old != nil {
 		s.dropLocked(old)
+	} else if len(s.byKey) >= s.max {
+		f.Close() // never handed out
+		return
 	}
 	s.byKey[key] = sf
 	sf.elem = s.order.PushFront(sf)
-	for s.order.Len() > s.max {
-		s.dropLocked(s.order.Back().Value.(*spanFile))
-	}
 }
 
-// acquire returns the open, unchanged file of span key for reading, or nil;
-// release must follow.
+// acquire returns the open, unchanged file of span key, or nil.
 func (s *spanFiles) acquire(key string) *spanFile {
 	s.mu.Lock()
 	sf := s.byKey[key]
@@ -71,24 +72,13 @@ func (s *spanFiles) acquire(key string) *spanFile {
 		s.mu.Unlock()
 		return nil
 	}
-	sf.refs++
 	s.order.MoveToFront(sf.elem)
 	s.mu.Unlock()
 	if st, err := sf.f.Stat(); err != nil || st.Size() != sf.size || st.ModTime().UnixNano() != sf.mtime {
-		s.release(sf)
 		s.drop(sf)
 		return nil
 	}
 	return sf
-}
-
-func (s *spanFiles) release(sf *spanFile) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sf.refs--
-	if sf.gone && sf.refs == 0 {
-		sf.f.Close()
-	}
 }
 
 // drop takes sf out of the set, as when its bytes could not be read.
@@ -101,15 +91,9 @@ func (s *spanFiles) drop(sf *spanFile) {
 }
 
 func (s *spanFiles) dropLocked(sf *spanFile) {
-	if sf.gone {
-		return
-	}
-	sf.gone = true
 	delete(s.byKey, sf.key)
 	s.order.Remove(sf.elem)
-	if sf.refs == 0 {
-		sf.f.Close()
-	}
+	s.dropped = append(s.dropped, sf.f)
 }
 
 // readAt reads len(p) bytes at off of the span key from its verified file,
@@ -120,7 +104,6 @@ func (s *spanFiles) readAt(key string, p []byte, off int64) bool {
 	if sf == nil {
 		return false
 	}
-	defer s.release(sf)
 	if off < 0 || off+int64(len(p)) > sf.size {
 		return false
 	}
@@ -129,16 +112,6 @@ func (s *spanFiles) readAt(key string, p []byte, off int64) bool {
 		return false
 	}
 	return true
-}
-
-// closeAll closes every file not in use (and the others as they are
-// released).
-func (s *spanFiles) closeAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for s.order.Len() > 0 {
-		s.dropLocked(s.order.Back().Value.(*spanFile))
-	}
 }
 
 // readInPlace fills dest, the uncompressed bytes at uoff of a layer, from
