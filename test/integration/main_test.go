@@ -62,7 +62,43 @@ func runTests(m *testing.M) int {
 	defer cleanup()
 	clipbuildBin = bin
 
-	return m.Run()
+	// Builds with --layers, and rebuilds of one tag, leave images without a
+	// name behind (the layer cache, the image the tag moved from); those
+	// the run made go with it.
+	before := untaggedImages()
+	code := m.Run()
+	removeNewUntaggedImages(before)
+	return code
+}
+
+// untaggedImages is the set of IDs of the images without a name in
+// buildah's store, or nil when buildah cannot list them.
+func untaggedImages() map[string]bool {
+	out, err := exec.Command("buildah", "images", "--quiet", "--no-trunc", "--filter", "dangling=true").Output()
+	if err != nil {
+		return nil
+	}
+	ids := map[string]bool{}
+	for _, id := range strings.Fields(string(out)) {
+		ids[id] = true
+	}
+	return ids
+}
+
+// removeNewUntaggedImages removes the images without a name that are not
+// in before (those this run made); one still used by a container stays.
+func removeNewUntaggedImages(before map[string]bool) {
+	if before == nil {
+		return
+	}
+	for id := range untaggedImages() {
+		if before[id] {
+			continue
+		}
+		if out, err := exec.Command("buildah", "rmi", id).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "integration: cleanup: buildah rmi %s: %v: %s\n", id, err, strings.TrimSpace(string(out)))
+		}
+	}
 }
 
 // findRepoRoot walks up from the working directory to the directory that
