@@ -35,6 +35,17 @@ func (r result) lastStderrLine() string {
 	return lines[len(lines)-1]
 }
 
+// errorLines are the lines of stderr that start with "Error:".
+func (r result) errorLines() []string {
+	var out []string
+	for _, line := range strings.Split(r.stderr, "\n") {
+		if strings.HasPrefix(line, "Error:") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
 func (r result) String() string {
 	return "`" + strings.Join(r.args, " ") + "`: exit " + strconv.Itoa(r.exitCode) +
 		"\n--- stdout:\n" + r.stdout + "\n--- stderr:\n" + r.stderr

@@ -308,12 +308,7 @@ func TestS3RegistryWrongCredentials(t *testing.T) {
 	if res.exitCode == 0 {
 		t.Fatalf("registry serve with a wrong secret key: exit 0, want an error\n%v", res)
 	}
-	var errorLines []string
-	for _, line := range strings.Split(res.stderr, "\n") {
-		if strings.HasPrefix(line, "Error:") {
-			errorLines = append(errorLines, line)
-		}
-	}
+	errorLines := res.errorLines()
 	if len(errorLines) != 1 || errorLines[0] != res.lastStderrLine() {
 		t.Fatalf("stderr: got %d Error: lines, want one, last\n%v", len(errorLines), res)
 	}

@@ -350,14 +350,8 @@ func TestS3ArchiveWrongCredentials(t *testing.T) {
 	res := runEnv(t, "", buildTimeout, g.env("not-the-secret"), clipbuildBin,
 		buildArgs("--clip-version", "1", "-t", image, "-o", "s3://"+s3Bucket+"/"+key, inlineContext(t, s3ArchiveDockerfile))...)
 	assertCleanFailure(t, res)
-	var errorLines int
-	for _, line := range strings.Split(res.stderr, "\n") {
-		if strings.HasPrefix(line, "Error:") {
-			errorLines++
-		}
-	}
-	if errorLines != 1 {
-		t.Errorf("stderr: got %d Error: lines, want one\n%v", errorLines, res)
+	if n := len(res.errorLines()); n != 1 {
+		t.Errorf("stderr: got %d Error: lines, want one\n%v", n, res)
 	}
 	if last := res.lastStderrLine(); !strings.Contains(last, "SignatureDoesNotMatch") || strings.Contains(last, "\n") {
 		t.Errorf("error line %q lacks SignatureDoesNotMatch", last)

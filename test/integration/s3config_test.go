@@ -86,12 +86,7 @@ func TestS3SettingsFromConfig(t *testing.T) {
 		if res.exitCode == 0 {
 			t.Fatalf("registry serve with a wrong secret key in the config: exit 0, want an error\n%v", res)
 		}
-		var errorLines []string
-		for _, line := range strings.Split(res.stderr, "\n") {
-			if strings.HasPrefix(line, "Error:") {
-				errorLines = append(errorLines, line)
-			}
-		}
+		errorLines := res.errorLines()
 		if len(errorLines) != 1 || errorLines[0] != res.lastStderrLine() || !strings.Contains(errorLines[0], "SignatureDoesNotMatch") {
 			t.Errorf("stderr: got Error: lines %q, want one, last, naming SignatureDoesNotMatch\n%v", errorLines, res)
 		}

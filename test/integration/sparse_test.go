@@ -52,7 +52,14 @@ func pushSparseImage(t *testing.T, addr string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(raw)), nil },
+	return pushOneLayerImage(t, addr+"/sparse/mixed:1", raw)
+}
+
+// pushOneLayerImage pushes, with go-containerregistry, an image whose one
+// layer blob is blob as it is (not recompressed), and returns ref.
+func pushOneLayerImage(t *testing.T, ref string, blob []byte) string {
+	t.Helper()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(blob)), nil },
 		tarball.WithMediaType(types.OCILayer))
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +73,6 @@ func pushSparseImage(t *testing.T, addr string) string {
 	if img, err = mutate.AppendLayers(img, layer); err != nil {
 		t.Fatal(err)
 	}
-	ref := addr + "/sparse/mixed:1"
 	r, err := name.ParseReference(ref, name.Insecure)
 	if err != nil {
 		t.Fatal(err)
@@ -77,8 +83,6 @@ func pushSparseImage(t *testing.T, addr string) string {
 	return ref
 }
 
-// checkSparseMount mounts archive and compares every sparse file, byte for
-// byte, with what GNU tar archived.
 func checkSparseMount(t *testing.T, archive string) {
 	t.Helper()
 	m := mountArchive(t, archive)
