@@ -35,8 +35,11 @@ const (
 
 	// bulkRun is the most members fetched by one range read in the
 	// background: about 8 MiB inflated (and the compressed bytes), held in
-	// memory at once by each of the concurrent reads.
-	bulkRun = 8
+	// memory at once by each of the concurrent reads; bulkBytes bounds a
+	// learned prefetch's runs so, whatever the spans' size (a pulled
+	// layer's are 4 MiB), one span at least.
+	bulkRun   = 8
+	bulkBytes = 8 << 20
 	// traceVersion is the format of trace files.
 	traceVersion = 1
 )
@@ -194,11 +197,27 @@ func (s *rangedStorage) readTrace(path string) ([]spanRef, error) {
 	}
 	var out []spanRef
 	for _, ref := range tf.Spans {
-		if l := s.layers[ref.Layer]; l != nil && ref.Member >= 0 && ref.Member < len(l.members) {
+		if ms, _ := s.layerSpans(ref.Layer); ref.Member >= 0 && ref.Member < len(ms) {
 			out = append(out, ref)
 		}
 	}
 	return out, nil
+}
+
+// layerSpans returns the spans of layer dg by which reads are recorded and
+// prefetched (a seekable layer's members, or the spans between a pulled
+// layer's restart points), and how to fetch a run of them; none when the
+// layer has neither.
+func (s *rangedStorage) layerSpans(dg string) ([]Member, fetchFunc) {
+	if l := s.layers[dg]; l != nil {
+		return l.members, s.fetcher(dg)
+	}
+	if zs, ok := s.fallback.(*zranStorage); ok {
+		if l := zs.layers[dg]; l != nil && !l.noRanges.Load() {
+			return l.members, zs.fetcher(l)
+		}
+	}
+	return nil, nil
 }
 
 // prefetchTrace fetches in the background the members that the last
@@ -219,23 +238,29 @@ func (s *rangedStorage) prefetchTrace() {
 	s.stats.traceSpans.Store(int64(len(refs)))
 	var runs []layerRun
 	for _, ref := range refs {
+		ms, fetch := s.layerSpans(ref.Layer)
 		if n := len(runs); n > 0 {
 			r := &runs[n-1]
-			if r.l.digest == ref.Layer && ref.Member == r.to && r.to-r.from < bulkRun {
+			if r.digest == ref.Layer && ref.Member == r.to && r.bytes+ms[ref.Member].ULen <= bulkBytes {
 				r.to++
+				r.bytes += ms[ref.Member].ULen
 				continue
 			}
 		}
-		runs = append(runs, layerRun{s.layers[ref.Layer], ref.Member, ref.Member + 1})
+		runs = append(runs, layerRun{digest: ref.Layer, members: ms, fetch: fetch, from: ref.Member, to: ref.Member + 1, bytes: ms[ref.Member].ULen})
 	}
 	s.ro.log.Debugf("prefetching %d spans the last mount read first, in %d runs", len(refs), len(runs))
 	s.fetchRuns(runs, &s.stats.prefetchSpans, "prefetching")
 }
 
-// layerRun is members from to to (exclusive) of layer l.
+// layerRun is spans from to to (exclusive) of layer digest, bytes of
+// them inflated, and how to fetch them.
 type layerRun struct {
-	l        *seekableLayer
+	digest   string
+	members  []Member
+	fetch    fetchFunc
 	from, to int
+	bytes    int64
 }
 
 // fetchRuns fetches runs into the cache, in order, with up to the
@@ -250,11 +275,11 @@ func (s *rangedStorage) fetchRuns(runs []layerRun, n interface{ Add(int64) int64
 			defer wg.Done()
 			for r := range work {
 				ctx, cancel := s.opContext()
-				counts, err := s.cache.ensure(ctx, r.l.members[r.from:r.to], s.fetcher(r.l.digest))
+				counts, err := s.cache.ensure(ctx, r.members[r.from:r.to], r.fetch)
 				cancel()
 				n.Add(int64(counts.misses))
 				if err != nil && !s.isClosed() {
-					s.ro.log.WithField("layer", r.l.digest).Debugf("%s: %v", what, err)
+					s.ro.log.WithField("layer", r.digest).Debugf("%s: %v", what, err)
 				}
 			}
 		}()
@@ -311,7 +336,7 @@ func (s *rangedStorage) noteDense(l *seekableLayer, first, last int) {
 		for j < len(l.members) && !l.seen[j] && j-i < bulkRun {
 			j++
 		}
-		runs = append(runs, layerRun{l, i, j})
+		runs = append(runs, layerRun{digest: l.digest, members: l.members, fetch: s.fetcher(l.digest), from: i, to: j})
 		i = j
 	}
 	l.mu.Unlock()

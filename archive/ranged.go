@@ -130,6 +130,7 @@ func newRangedStorage(meta *common.ClipArchiveMetadata, members map[string][]Mem
 		closed: make(chan struct{}), prefetched: make(chan struct{})}
 	if zs, ok := fallback.(*zranStorage); ok {
 		zs.stats = &s.stats // pulled layers' reads count with the others
+		zs.noteRead = func(dg string, first, last int) { s.trace.note(dg, first, last) }
 	}
 	for dg, ms := range members {
 		l, err := newSeekableLayer(dg, ms)
@@ -236,11 +237,7 @@ func (s *rangedStorage) readSpans(l *seekableLayer, uoff int64, dest []byte) err
 		if err != nil {
 			return err
 		}
-		for k, b := range spans {
-			m := ms[first+k]
-			lo, hi := max(uoff, m.UOff), min(end, m.UOff+m.ULen)
-			copy(dest[lo-uoff:hi-uoff], b[lo-m.UOff:hi-m.UOff])
-		}
+		copySpans(dest, uoff, ms[first:last+1], spans)
 	}
 	s.trace.note(l.digest, first, last)
 	s.readAhead(l, first, last)

@@ -140,3 +140,14 @@ func readSpansInPlace(c *SpanCache, ms []Member, uoff int64, dest []byte) bool {
 	}
 	return true
 }
+
+// copySpans fills dest, the bytes at uoff of a layer, from spans, the
+// bytes of ms, the spans that hold them.
+func copySpans(dest []byte, uoff int64, ms []Member, spans [][]byte) {
+	end := uoff + int64(len(dest))
+	for k, b := range spans {
+		m := ms[k]
+		lo, hi := max(uoff, m.UOff), min(end, m.UOff+m.ULen)
+		copy(dest[lo-uoff:hi-uoff], b[lo-m.UOff:hi-m.UOff])
+	}
+}

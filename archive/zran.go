@@ -770,6 +770,9 @@ type zranStorage struct {
 	// stats are counted here, or in the ranged storage whose fallback
 	// this is (which sets it before any read).
 	stats *rangedCounters
+	// noteRead, set by that ranged storage, records the spans each read
+	// needed in its trace.
+	noteRead func(dg string, first, last int)
 }
 
 // zranStorageOption configures newZranStorage.
@@ -862,7 +865,7 @@ func (s *zranStorage) readWhole(node *common.ClipNode, dest []byte, off int64) (
 }
 
 // read fills dest with the layer's uncompressed bytes at uoff.
-func (s *zranStorage) read(l *zranLayer, uoff int64, dest []byte) error {
+func (s *zranStorage) read(l *zranLayer, uoff int64, dest []byte) (err error) {
 	end := uoff + int64(len(dest))
 	if uoff < 0 || end > l.idx.Size {
 		return corrupt("bytes %d-%d lie outside the %d bytes of layer %s", uoff, end, l.idx.Size, l.digest)
@@ -873,6 +876,13 @@ func (s *zranStorage) read(l *zranLayer, uoff int64, dest []byte) error {
 	ms := l.members
 	first := sort.Search(len(ms), func(i int) bool { return ms[i].UOff+ms[i].ULen > uoff })
 	last := sort.Search(len(ms), func(i int) bool { return ms[i].UOff >= end }) - 1
+	if s.noteRead != nil {
+		defer func() {
+			if err == nil {
+				s.noteRead(l.digest, first, last)
+			}
+		}()
+	}
 	if s.cache != nil && readSpansInPlace(s.cache, ms[first:last+1], uoff, dest) {
 		s.stats.hits.Add(int64(last + 1 - first))
 		return nil
@@ -880,7 +890,6 @@ func (s *zranStorage) read(l *zranLayer, uoff int64, dest []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	var spans [][]byte
-	var err error
 	fetch := s.fetcher(l)
 	if s.cache != nil {
 		var counts spanCounts
@@ -893,11 +902,7 @@ func (s *zranStorage) read(l *zranLayer, uoff int64, dest []byte) error {
 	if err != nil {
 		return err
 	}
-	for k, b := range spans {
-		m := ms[first+k]
-		lo, hi := max(uoff, m.UOff), min(end, m.UOff+m.ULen)
-		copy(dest[lo-uoff:hi-uoff], b[lo-m.UOff:hi-m.UOff])
-	}
+	copySpans(dest, uoff, ms[first:last+1], spans)
 	return nil
 }
 

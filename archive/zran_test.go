@@ -523,3 +523,68 @@ func TestZranRegistryWithoutRanges(t *testing.T) {
 		t.Errorf("fallback reads counted: got %d, want %d", got, want)
 	}
 }
+
+// TestZranPrefetchFromTrace: a pulled layer's reads are recorded in the
+// mount's trace, and the next mount with a fresh span cache fetches those
+// spans before anything is read, so that reading the same bytes then
+// fetches nothing.
+func TestZranPrefetchFromTrace(t *testing.T) {
+	data := zranSample(7, 20<<20)
+	blob := gzipCLI(t, data, 6)
+	ix := zranIndexOf(t, blob, data, DefaultZranSpan)
+	if len(ix.Points) < 4 {
+		t.Fatalf("%d restart points, want several", len(ix.Points))
+	}
+	fr := &sliceRanger{blobs: map[string][]byte{"sha256:l": blob}, flip: -1}
+	path := TracePath(t.TempDir(), "sha256:"+fmt.Sprintf("%064x", 3))
+	mount := func() *rangedStorage {
+		cache, err := OpenSpanCache(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		zs, err := newZranStorage(nil, map[string]*ZranIndex{"sha256:l": ix}, fr, cache, nil, withZranTimeout(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := newRangedStorage(nil, nil, fr, cache, zs, withReadAhead(0), withDenseThreshold(0), withTrace(path, time.Minute, true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs
+	}
+	offs := []int64{int64(len(data)) / 5, int64(len(data)) * 4 / 5}
+	read := func(rs *rangedStorage) {
+		for _, off := range offs {
+			node := &common.ClipNode{Path: "/f", Remote: &common.RemoteRef{LayerDigest: "sha256:l", UOffset: off, ULength: 100}}
+			dest := make([]byte, 100)
+			if _, err := rs.ReadFile(node, dest, 0); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(dest, data[off:off+100]) {
+				t.Fatalf("bytes at %d differ", off)
+			}
+		}
+	}
+	first := mount()
+	first.waitPrefetched(t)
+	read(first)
+	first.Cleanup()
+	if n := len(readTraceFile(t, path).Spans); n != len(offs) {
+		t.Fatalf("trace lists %d spans, want %d (one per read)", n, len(offs))
+	}
+	gets := fr.gets.Load()
+	second := mount()
+	second.waitPrefetched(t)
+	if n := fr.gets.Load() - gets; n != int64(len(offs)) {
+		t.Errorf("%d range reads before any read of the second mount, want %d (the trace's spans)", n, len(offs))
+	}
+	gets = fr.gets.Load()
+	read(second)
+	if n := fr.gets.Load() - gets; n != 0 {
+		t.Errorf("reading the prefetched bytes made %d range reads, want 0", n)
+	}
+	if st := second.Stats(); st.TraceSpans != int64(len(offs)) || st.PrefetchSpans != int64(len(offs)) {
+		t.Errorf("Stats() = %+v; want %d trace and prefetch spans", st, len(offs))
+	}
+	second.Cleanup()
+}
