@@ -216,7 +216,7 @@ func (l StoreLayer) Open(ctx context.Context) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading layer %s from containers-storage: %w", shortID(l.ID), err)
 	}
-	d := &diffReader{ctx: ctx, rc: rc, layer: l, digester: l.DiffID.Algorithm().Digester()}
+	d := &diffReader{ctx: ctx, rc: newReadAhead(rc), layer: l, digester: l.DiffID.Algorithm().Digester()}
 	d.stop = context.AfterFunc(ctx, func() { _ = d.closeOnce() })
 	return d, nil
 }
