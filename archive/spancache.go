@@ -462,9 +462,13 @@ func (c *SpanCache) load(m Member) ([]byte, error) {
 	if m.ULen < 0 {
 		return nil, fmt.Errorf("member at %d: length %d: %w", m.UOff, m.ULen, ErrCorrupt)
 	}
-	if b := make([]byte, m.ULen); c.files.readAt(m.SHA256, b, 0) {
-		c.touch(m)
-		return b, nil // hashed when this process first read or wrote it
+	// A file this process hashed has the member's length (it was checked),
+	// so the buffer is never larger than a file on disk.
+	if sf := c.files.acquire(m.SHA256); sf != nil && sf.size == m.ULen {
+		if b := make([]byte, m.ULen); c.files.readAt(m.SHA256, b, 0) {
+			c.touch(m)
+			return b, nil // hashed when this process first read or wrote it
+		}
 	}
 	p, err := c.spanPath(m)
 	if err != nil {
@@ -513,7 +517,10 @@ func (c *SpanCache) touch(m Member) {
 	}
 	if fi, err := os.Stat(p); err == nil && time.Since(fi.ModTime()) > spanTouchAge {
 		now := time.Now()
-		_ = os.Chtimes(p, now, now) // a span evicted meanwhile is no matter
+		if os.Chtimes(p, now, now) == nil { // a span evicted meanwhile is no matter
+			// The file held open is still trusted: the change is ours.
+			c.files.retime(m.SHA256, fi)
+		}
 	}
 }
 

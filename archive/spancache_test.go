@@ -360,3 +360,57 @@ func TestSpanFilesBound(t *testing.T) {
 		t.Errorf("a dropped span file was closed while the cache is in use: %v", err)
 	}
 }
+
+// TestSpanCacheTouchKeepsFileTrusted: the LRU touch of a stale span (its
+// time refreshed by this process) does not make the span's open file
+// untrusted, nor open another.
+func TestSpanCacheTouchKeepsFileTrusted(t *testing.T) {
+	dir := t.TempDir()
+	m, b := testMember(8, 0, 4096)
+	var fetches, fetched atomic.Int32
+	c, err := OpenSpanCache(dir, WithMemoryCache(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.get(context.Background(), []Member{m}, fetchFrom(map[string][]byte{m.SHA256: b}, 0, &fetches, &fetched)); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "sha256", m.SHA256)
+	old := time.Now().Add(-2 * spanTouchAge)
+	if err := os.Chtimes(p, old, old); err != nil {
+		t.Fatal(err)
+	}
+	// Aged by someone else: no longer trusted; loaded and hashed again.
+	if got, err := c.load(m); err != nil || !bytes.Equal(got, b) {
+		t.Fatalf("load(aged span) = %v", err)
+	}
+	// The load refreshed its time (a touch of our own) and holds it again.
+	if fi, err := os.Stat(p); err != nil || time.Since(fi.ModTime()) > spanTouchAge {
+		t.Fatalf("span time not refreshed: %v", err)
+	}
+	// As if the span had been held, untouched, for longer than the touch
+	// age: its time is old and the set trusts that (the setup's retime).
+	// Then this process touches it, as a hit does.
+	dropped := len(c.files.dropped)
+	if err := os.Chtimes(p, old, old); err != nil {
+		t.Fatal(err)
+	}
+	c.files.retime(m.SHA256, mustStat(t, p))
+	c.touch(m)
+	p2 := make([]byte, 8)
+	if !c.readAt(m, p2, 0) {
+		t.Errorf("readAt() after this process's touch = false, want the file still trusted")
+	}
+	if n := len(c.files.dropped); n != dropped {
+		t.Errorf("%d files dropped by the touch, want none", n-dropped)
+	}
+}
+
+func mustStat(t *testing.T, p string) os.FileInfo {
+	t.Helper()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi
+}

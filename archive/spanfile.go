@@ -81,6 +81,22 @@ func (s *spanFiles) acquire(key string) *spanFile {
 	return sf
 }
 
+// retime keeps span key's file trusted after this process refreshed its
+// times (the cache's LRU touch), when the file held open is the one at
+// fi's path and its size is unchanged; without it, each touch would drop
+// the file, and with it an open descriptor.
+func (s *spanFiles) retime(key string, fi os.FileInfo) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sf := s.byKey[key]
+	if sf == nil {
+		return
+	}
+	if st, err := sf.f.Stat(); err == nil && os.SameFile(st, fi) && st.Size() == sf.size {
+		sf.mtime = st.ModTime().UnixNano()
+	}
+}
+
 // drop takes sf out of the set, as when its bytes could not be read.
 func (s *spanFiles) drop(sf *spanFile) {
 	s.mu.Lock()
