@@ -277,7 +277,9 @@ func (p *Pusher) mounter(ctx context.Context, from name.Repository) (*http.Clien
 // time, reading the next meanwhile, and holds only those two: a chunk
 // whose request fails transiently is sent again from wherever the registry
 // says the upload stands. If the upload cannot be finished, its session on
-// the registry is deleted.
+// the registry is deleted; r may then still be read once, by the upload's
+// reading goroutine, until its Read in progress returns (close a pipe's
+// reader to end it), and is not to be read again by the caller.
 // opts override the Pusher's for this upload.
 func (p *Pusher) UploadBlob(ctx context.Context, r io.Reader, opts ...PushOption) (digest.Digest, int64, error) {
 	wrap := func(err error) error { return fmt.Errorf("uploading blob to %s: %w", p.repo.Name(), err) }
