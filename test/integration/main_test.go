@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/clipbuild/clipbuild/stages"
 )
 
 const busyboxPath = "/bin/busybox"
@@ -63,12 +66,64 @@ func runTests(m *testing.M) int {
 	clipbuildBin = bin
 
 	// Builds with --layers, and rebuilds of one tag, leave images without a
-	// name behind (the layer cache, the image the tag moved from); those
-	// the run made go with it.
-	before := untaggedImages()
+	// name behind (the layer cache, the image the tag moved from), and a
+	// buildah killed mid-build (the reliability tests kill builds at
+	// random) may leave its working container after the test that killed
+	// it has looked: those the run made go with it, containers first.
+	images, containers := untaggedImages(), buildahContainers()
 	code := m.Run()
-	removeNewUntaggedImages(before)
+	removeNewContainers(containers)
+	removeNewUntaggedImages(images)
 	return code
+}
+
+// buildahContainers is the set of IDs of the containers in buildah's
+// store (buildah's own and others'), or nil when buildah cannot list them.
+func buildahContainers() map[string]bool {
+	out, err := exec.Command("buildah", "containers", "--all", "--quiet", "--notruncate").Output()
+	if err != nil {
+		return nil
+	}
+	ids := map[string]bool{}
+	for _, id := range strings.Fields(string(out)) {
+		ids[id] = true
+	}
+	return ids
+}
+
+// removeNewContainers removes the containers that are not in before:
+// every test has removed its own by now, so these are what killed builds
+// left. buildah cannot remove a working container of a FROM scratch build
+// killed before it recorded its builder data ("imageID is empty"): those
+// are deleted from containers-storage directly.
+func removeNewContainers(before map[string]bool) {
+	if before == nil {
+		return
+	}
+	var stuck []string
+	for id := range buildahContainers() {
+		if before[id] {
+			continue
+		}
+		if exec.Command("buildah", "rm", id).Run() != nil {
+			stuck = append(stuck, id)
+		}
+	}
+	if len(stuck) == 0 {
+		return
+	}
+	store, release, err := stages.OpenStore(context.Background())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "integration: cleanup: %v\n", err)
+		return
+	}
+	defer release()
+	for _, id := range stuck {
+		_, _ = store.Unmount(id, true)
+		if err := store.DeleteContainer(id); err != nil {
+			fmt.Fprintf(os.Stderr, "integration: cleanup: deleting container %s: %v\n", id, err)
+		}
+	}
 }
 
 // untaggedImages is the set of IDs of the images without a name in
