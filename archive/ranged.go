@@ -179,6 +179,32 @@ func newSeekableLayer(dg string, ms []Member) (*seekableLayer, error) {
 
 // ReadFile fills dest from node's bytes at off.
 func (s *rangedStorage) ReadFile(node *common.ClipNode, dest []byte, off int64) (int, error) {
+	var lr *layerRead
+	if node.Remote != nil {
+		if l := s.layers[node.Remote.LayerDigest]; l != nil {
+			lr = &layerRead{digest: l.digest, noRanges: &l.noRanges, read: func(uoff int64, dest []byte) error { return s.readSpans(l, uoff, dest) }}
+		}
+	}
+	return readByRange(node, dest, off, lr, &s.stats, s.ro.log, s.fallback != nil,
+		func(dest []byte) (int, error) { return s.readWhole(node, dest, off) })
+}
+
+// layerRead is how a ranged storage reads one layer by range: read fills
+// dest with its uncompressed bytes at uoff; noRanges is set once the
+// registry is found to ignore ranges.
+type layerRead struct {
+	digest   string
+	noRanges *atomic.Bool
+	read     func(uoff int64, dest []byte) error
+}
+
+// readByRange is the ReadFile of the ranged storages (seekable members,
+// and pulled layers' restart points): it clamps the read to the file,
+// reads the bytes by range (lr nil: the layer has nothing to read by
+// range), goes over to reading the layer whole (when canWhole) once its
+// registry turns out to ignore ranges, and counts the read in st.
+func readByRange(node *common.ClipNode, dest []byte, off int64, lr *layerRead, st *rangedCounters, log *logrus.Entry,
+	canWhole bool, whole func(dest []byte) (int, error)) (int, error) {
 	if node.Remote == nil {
 		return 0, nil // FIFOs, devices and empty files have no data
 	}
@@ -189,26 +215,25 @@ func (s *rangedStorage) ReadFile(node *common.ClipNode, dest []byte, off int64) 
 	if rem := r.ULength - off; int64(len(dest)) > rem {
 		dest = dest[:rem]
 	}
-	l := s.layers[r.LayerDigest]
-	if l == nil || l.noRanges.Load() {
-		return s.readWhole(node, dest, off)
+	if lr == nil || lr.noRanges.Load() {
+		return whole(dest)
 	}
 	start := time.Now()
-	err := s.readSpans(l, r.UOffset+off, dest)
-	if errors.Is(err, registry.ErrRangeUnsupported) && s.fallback != nil {
-		if l.noRanges.CompareAndSwap(false, true) {
-			s.ro.log.Warnf("reading layer %s whole: %v", l.digest, err)
+	err := lr.read(r.UOffset+off, dest)
+	if errors.Is(err, registry.ErrRangeUnsupported) && canWhole {
+		if lr.noRanges.CompareAndSwap(false, true) {
+			log.Warnf("reading layer %s whole: %v", lr.digest, err)
 		}
-		return s.readWhole(node, dest, off)
+		return whole(dest)
 	}
 	if err != nil {
-		s.stats.errors.Add(1)
-		s.ro.log.WithField("layer", l.digest).Errorf("reading %s: %v", node.Path, err)
+		st.errors.Add(1)
+		log.WithField("layer", lr.digest).Errorf("reading %s: %v", node.Path, err)
 		return 0, fmt.Errorf("reading %s: %w", node.Path, err)
 	}
-	s.stats.reads.Add(1)
-	s.stats.bytesRead.Add(int64(len(dest)))
-	s.stats.latency.observe(time.Since(start))
+	st.reads.Add(1)
+	st.bytesRead.Add(int64(len(dest)))
+	st.latency.observe(time.Since(start))
 	return len(dest), nil
 }
 

@@ -96,8 +96,6 @@ import (
 
 	"github.com/beam-cloud/clip/pkg/common"
 	"github.com/sirupsen/logrus"
-
-	"github.com/clipbuild/clipbuild/registry"
 )
 
 // DefaultZranSpan is how much uncompressed data lies between two restart
@@ -822,37 +820,14 @@ func newZranStorage(meta *common.ClipArchiveMetadata, zran map[string]*ZranIndex
 
 // ReadFile fills dest from node's bytes at off.
 func (s *zranStorage) ReadFile(node *common.ClipNode, dest []byte, off int64) (int, error) {
-	if node.Remote == nil {
-		return 0, nil
-	}
-	r := node.Remote
-	if off >= r.ULength {
-		return 0, nil
-	}
-	if rem := r.ULength - off; int64(len(dest)) > rem {
-		dest = dest[:rem]
-	}
-	l := s.layers[r.LayerDigest]
-	if l == nil || l.noRanges.Load() {
-		return s.readWhole(node, dest, off)
-	}
-	start := time.Now()
-	err := s.read(l, r.UOffset+off, dest)
-	if errors.Is(err, registry.ErrRangeUnsupported) && s.fallback != nil {
-		if l.noRanges.CompareAndSwap(false, true) {
-			s.log.Warnf("reading layer %s whole: %v", l.digest, err)
+	var lr *layerRead
+	if node.Remote != nil {
+		if l := s.layers[node.Remote.LayerDigest]; l != nil {
+			lr = &layerRead{digest: l.digest, noRanges: &l.noRanges, read: func(uoff int64, dest []byte) error { return s.read(l, uoff, dest) }}
 		}
-		return s.readWhole(node, dest, off)
 	}
-	if err != nil {
-		s.stats.errors.Add(1)
-		s.log.WithField("layer", l.digest).Errorf("reading %s: %v", node.Path, err)
-		return 0, fmt.Errorf("reading %s: %w", node.Path, err)
-	}
-	s.stats.reads.Add(1)
-	s.stats.bytesRead.Add(int64(len(dest)))
-	s.stats.latency.observe(time.Since(start))
-	return len(dest), nil
+	return readByRange(node, dest, off, lr, s.stats, s.log, s.fallback != nil,
+		func(dest []byte) (int, error) { return s.readWhole(node, dest, off) })
 }
 
 // readWhole reads through the whole-layer fallback.
