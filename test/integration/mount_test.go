@@ -38,12 +38,22 @@ type fuseMount struct {
 // mount removed when the test ends.
 func mountArchive(t *testing.T, archive string, extra ...string) *fuseMount {
 	t.Helper()
+	return mountArchiveEnv(t, nil, archive, extra...)
+}
+
+// mountArchiveEnv is mountArchive with env added to the mount's
+// environment.
+func mountArchiveEnv(t *testing.T, env []string, archive string, extra ...string) *fuseMount {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	m := &fuseMount{dir: dir, done: make(chan struct{})}
 	m.cmd = exec.Command(clipbuildBin, append([]string{"mount", archive, dir}, extra...)...)
+	if env != nil {
+		m.cmd.Env = append(os.Environ(), env...)
+	}
 	m.cmd.Stdout = &m.stderr
 	m.cmd.Stderr = &m.stderr
 	if err := m.cmd.Start(); err != nil {

@@ -43,38 +43,7 @@ func s3ArchiveBig() string {
 // mount's environment.
 func mountS3Archive(t *testing.T, g *s3Gateway, archive string, extra ...string) *fuseMount {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "mnt")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	m := &fuseMount{dir: dir, done: make(chan struct{})}
-	m.cmd = exec.Command(clipbuildBin, append([]string{"mount", archive, dir}, extra...)...)
-	m.cmd.Env = append(os.Environ(), g.env(s3SecretKey)...)
-	m.cmd.Stdout, m.cmd.Stderr = &m.stderr, &m.stderr
-	if err := m.cmd.Start(); err != nil {
-		t.Fatalf("starting clipbuild mount: %v", err)
-	}
-	go func() {
-		m.err = m.cmd.Wait()
-		close(m.done)
-	}()
-	t.Cleanup(func() {
-		if _, err := m.stop(syscall.SIGTERM); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	deadline := time.Now().Add(mountReadyTimeout)
-	for !isMounted(t, dir) {
-		select {
-		case <-m.done:
-			t.Fatalf("clipbuild mount exited before mounting (%v):\n%s", m.err, m.stderr.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not mounted after %v:\n%s", dir, mountReadyTimeout, m.stderr.String())
-		}
-	}
-	return m
+	return mountArchiveEnv(t, g.env(s3SecretKey), archive, extra...)
 }
 
 // s3Object is the file versitygw's POSIX backend keeps for key.
