@@ -1,7 +1,6 @@
 package examples_test
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,6 +17,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/clipbuild/clipbuild/pipeline"
+
+	"github.com/clipbuild/clipbuild/test/testsupport"
 )
 
 var (
@@ -30,7 +31,7 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	root, err := findRepoRoot()
+	root, err := testsupport.RepoRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "examples:", err)
 		return 1
@@ -44,25 +45,6 @@ func run(m *testing.M) int {
 	defer cleanup()
 	clipbuildBin = bin
 	return m.Run()
-}
-
-// findRepoRoot walks up from the working directory to the directory that
-// holds go.mod.
-func findRepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("cannot find go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // locateBinary returns the clipbuild whose --help the examples are checked

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/clipbuild/clipbuild/stages"
+	"github.com/clipbuild/clipbuild/test/testsupport"
 )
 
 const busyboxPath = "/bin/busybox"
@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	root, err := findRepoRoot()
+	root, err := testsupport.RepoRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integration:", err)
 		return 1
@@ -153,25 +153,6 @@ func removeNewUntaggedImages(before map[string]bool) {
 		if out, err := exec.Command("buildah", "rmi", id).CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "integration: cleanup: buildah rmi %s: %v: %s\n", id, err, strings.TrimSpace(string(out)))
 		}
-	}
-}
-
-// findRepoRoot walks up from the working directory to the directory that
-// holds go.mod.
-func findRepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("cannot find go.mod above the working directory")
-		}
-		dir = parent
 	}
 }
 
