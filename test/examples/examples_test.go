@@ -17,7 +17,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/clipbuild/clipbuild/pipeline"
-
 	"github.com/clipbuild/clipbuild/test/testsupport"
 )
 
