@@ -2,6 +2,9 @@ package archive
 
 import (
 	"container/list"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
 	"os"
 	"sync"
 )
@@ -28,11 +31,12 @@ const defaultOpenSpans = 4096
 // whose descriptor was closed (and its number reused) meanwhile would read
 // another file's bytes.
 type spanFiles struct {
-	mu      sync.Mutex
-	max     int
-	byKey   map[string]*spanFile
-	order   *list.List // of *spanFile, most recent first
-	dropped []*os.File
+	mu       sync.Mutex
+	max      int
+	byKey    map[string]*spanFile
+	order    *list.List // of *spanFile, most recent first
+	dropped  []*os.File
+	trusting map[string]chan struct{} // files being hashed (trustFile)
 }
 
 type spanFile struct {
@@ -44,7 +48,28 @@ type spanFile struct {
 }
 
 func newSpanFiles(max int) *spanFiles {
-	return &spanFiles{max: max, byKey: map[string]*spanFile{}, order: list.New()}
+	return &spanFiles{max: max, byKey: map[string]*spanFile{}, order: list.New(), trusting: map[string]chan struct{}{}}
+}
+
+// beginTrust claims the hashing of span key's file: mine is true for the
+// one caller that is to hash it, and done is closed when it has.
+func (s *spanFiles) beginTrust(key string) (done chan struct{}, mine bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if done := s.trusting[key]; done != nil {
+		return done, false
+	}
+	done = make(chan struct{})
+	s.trusting[key] = done
+	return done, true
+}
+
+// endTrust ends the hashing beginTrust claimed.
+func (s *spanFiles) endTrust(key string, done chan struct{}) {
+	s.mu.Lock()
+	delete(s.trusting, key)
+	s.mu.Unlock()
+	close(done)
 }
 
 // add takes f, the open file of span key whose bytes were just hashed (or
@@ -150,11 +175,57 @@ func readSpansInPlace(c *SpanCache, ms []Member, uoff int64, dest []byte) bool {
 	end := uoff + int64(len(dest))
 	for _, m := range ms {
 		lo, hi := max(uoff, m.UOff), min(end, m.UOff+m.ULen)
-		if !c.readAt(m, dest[lo-uoff:hi-uoff], lo-m.UOff) {
+		p := dest[lo-uoff : hi-uoff]
+		if !c.readAt(m, p, lo-m.UOff) && !(c.trustFile(m) && c.readAt(m, p, lo-m.UOff)) {
 			return false
 		}
 	}
 	return true
+}
+
+// hashBuffers are the buffers trustFile hashes span files through.
+var hashBuffers = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
+
+// trustFile hashes the span file of m on disk, through a small buffer
+// rather than by loading it, and when its bytes are m's keeps it open to be
+// read in place (spanFiles). It reports whether the file is now trusted.
+// One caller hashes a file; others wanting it meanwhile wait for it. A
+// file that is missing or not right is left alone here: load fetches the
+// one, and removes the other.
+func (c *SpanCache) trustFile(m Member) bool {
+	if c.files.acquire(m.SHA256) != nil {
+		return true
+	}
+	done, mine := c.files.beginTrust(m.SHA256)
+	if !mine {
+		<-done
+		return c.files.acquire(m.SHA256) != nil
+	}
+	defer c.files.endTrust(m.SHA256, done)
+	p, err := c.spanPath(m)
+	if err != nil || m.ULen <= 0 {
+		return false
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	st, err := f.Stat()
+	if err != nil || st.Size() != m.ULen {
+		f.Close()
+		return false
+	}
+	h := sha256.New()
+	bp := hashBuffers.Get().(*[]byte)
+	_, err = io.CopyBuffer(h, io.NewSectionReader(f, 0, m.ULen), *bp)
+	hashBuffers.Put(bp)
+	if err != nil || hex.EncodeToString(h.Sum(nil)) != m.SHA256 {
+		f.Close()
+		return false
+	}
+	c.files.add(m.SHA256, f, st)
+	c.touch(m)
+	return c.files.acquire(m.SHA256) != nil
 }
 
 // copySpans fills dest, the bytes at uoff of a layer, from spans, the
