@@ -27,7 +27,8 @@ const spliceHeader = 16
 // archiveFS is the read-only tree of one archive, built once at mount: one
 // node per inode (hard links share theirs), children sorted by name, and
 // file data read through a Storage. Nothing here changes after newArchiveFS
-// returns, so every method may run concurrently without locks.
+// returns but the prefill's marks (atomic), so every method may run
+// concurrently without locks.
 type archiveFS struct {
 	storage Storage
 	ranges  fileRanger // the storage, if its bytes lie in files
@@ -35,6 +36,9 @@ type archiveFS struct {
 	// files and blocks are what statfs reports: the number of inodes and
 	// the data size in 4 KiB blocks.
 	files, blocks uint64
+	// readAt is the furthest place in the prefill's order of a file the
+	// kernel has asked to read.
+	readAt atomic.Int64
 }
 
 // fsNode is one inode of the archive.
@@ -54,6 +58,12 @@ type fsNode struct {
 	// children are a directory's entries, added to the go-fuse tree at
 	// mount (OnAdd), sorted by name.
 	children []fsChild
+
+	// read is set once the kernel has asked to read the file, and
+	// prefillAt is its place (from 1) in the prefill's order, 0 when
+	// the prefill has none (prefill.go).
+	read      atomic.Bool
+	prefillAt atomic.Int64
 }
 
 type fsChild struct {
@@ -240,6 +250,7 @@ func (n *fsNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32,
 // Bytes that lie in a file on disk are spliced from its page cache to the
 // kernel when go-fuse can splice them whole (spliceFits).
 func (n *fsNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n.noteRead()
 	if n.afs.ranges != nil {
 		file, pos, size, err := n.afs.ranges.fileRange(n.clip, off, len(dest))
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,6 +22,11 @@ type Mount struct {
 	server  *fuse.Server
 	storage Storage
 	done    chan struct{}
+
+	// prefillStop ends the kernel prefill, which closes prefillDone
+	// (both nil when there is none).
+	prefillStop, prefillDone chan struct{}
+	prefillOnce              sync.Once
 }
 
 // MountArchive mounts a read-only at mountpoint and serves it in the
@@ -95,6 +101,9 @@ func MountArchive(a *Archive, s Storage, mountpoint string, options ...MountOpti
 	if asRoot {
 		raiseReadahead(mountpoint, maxRead)
 	}
+	if src, ok := s.(prefillSource); ok {
+		m.startPrefill(afs, src)
+	}
 	return m, nil
 }
 
@@ -134,6 +143,10 @@ func (m *Mount) Done() <-chan struct{} { return m.done }
 // and waits for the server to stop.
 func (m *Mount) Unmount() error {
 	defer m.storage.Cleanup()
+	// The prefill stops before the unmount (it may hold a directory of
+	// the mount open for a moment); one blocked on a fetch ends when the
+	// storage is cleaned up.
+	m.stopPrefill(time.Second)
 	select {
 	case <-m.done:
 		return nil

@@ -7,10 +7,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 
+	"github.com/beam-cloud/clip/pkg/common"
 	godigest "github.com/opencontainers/go-digest"
+	"github.com/sirupsen/logrus"
 )
 
 // Two kinds of background fetch keep a ranged mount from losing to a plain
@@ -20,7 +23,9 @@ import (
 // members a mount reads in its first seconds are written to a trace in the
 // span cache directory, keyed by the image's manifest digest, and the next
 // mount of that image fetches them, in the order they were read, before
-// they are asked for.
+// they are asked for. The trace also lists the files those reads were of
+// (up to prefillMaxFile each and prefillBudget in all), which the next
+// mount stores in the kernel's caches ahead of the reads (prefill.go).
 
 const (
 	// DefaultDenseThreshold is the share of a layer's members that reads
@@ -42,6 +47,15 @@ const (
 	bulkBytes = 8 << 20
 	// traceVersion is the format of trace files.
 	traceVersion = 1
+
+	// prefillMaxFile is the largest file a trace lists for the kernel
+	// prefill: larger files cost few requests per byte when read (up to
+	// 1 MiB each), small ones a request or two each.
+	prefillMaxFile = 1 << 20
+	// prefillBudget bounds the bytes of the files a trace lists: what
+	// one mount may put in the kernel's page cache ahead of reads (which
+	// the kernel reclaims like any page cache).
+	prefillBudget = 1 << 30
 )
 
 // withDenseThreshold sets the share of a layer's members (0 to 1) that
@@ -90,10 +104,13 @@ func TracePath(spanDir, dg string) string {
 	return filepath.Join(spanDir, "traces", d.Encoded()+".json")
 }
 
-// traceFile is the JSON of a trace.
+// traceFile is the JSON of a trace. Files are archive paths, in the order
+// they were first read; traces written before files were recorded have
+// none.
 type traceFile struct {
 	Version int       `json:"version"`
 	Spans   []spanRef `json:"spans"`
+	Files   []string  `json:"files,omitempty"`
 }
 
 // spanRef names one member of a seekable layer by its index among the
@@ -109,10 +126,13 @@ type traceRecorder struct {
 	deadline time.Time
 	timer    *time.Timer
 
-	mu      sync.Mutex
-	seen    map[spanRef]bool
-	spans   []spanRef
-	written bool
+	mu        sync.Mutex
+	seen      map[spanRef]bool
+	spans     []spanRef
+	seenFiles map[string]bool
+	files     []string
+	fileBytes int64 // the sizes of files
+	written   bool
 }
 
 // startTrace starts recording for s, if it is to record.
@@ -120,7 +140,7 @@ func (s *rangedStorage) startTrace() {
 	if s.ro.tracePath == "" {
 		return
 	}
-	r := &traceRecorder{path: s.ro.tracePath, deadline: time.Now().Add(s.ro.window), seen: map[spanRef]bool{}}
+	r := &traceRecorder{path: s.ro.tracePath, deadline: time.Now().Add(s.ro.window), seen: map[spanRef]bool{}, seenFiles: map[string]bool{}}
 	r.timer = time.AfterFunc(s.ro.window, func() { s.writeTrace() })
 	s.trace = r
 }
@@ -144,6 +164,22 @@ func (r *traceRecorder) note(dg string, first, last int) {
 	}
 }
 
+// noteFile records that a read was of the file at path, of size bytes,
+// if it is small enough for the prefill and the budget has room.
+func (r *traceRecorder) noteFile(path string, size int64) {
+	if r == nil || size > prefillMaxFile || time.Now().After(r.deadline) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.written || r.seenFiles[path] || r.fileBytes+size > prefillBudget {
+		return
+	}
+	r.seenFiles[path] = true
+	r.files = append(r.files, path)
+	r.fileBytes += size
+}
+
 // writeTrace writes the trace once, unless nothing was read (which would
 // replace a useful trace with an empty one).
 func (s *rangedStorage) writeTrace() {
@@ -162,7 +198,7 @@ func (s *rangedStorage) writeTrace() {
 		return
 	}
 	s.stats.traced.Store(int64(len(r.spans)))
-	b, err := json.Marshal(traceFile{Version: traceVersion, Spans: r.spans})
+	b, err := json.Marshal(traceFile{Version: traceVersion, Spans: r.spans, Files: r.files})
 	if err == nil {
 		err = os.MkdirAll(filepath.Dir(r.path), 0o700)
 	}
@@ -179,21 +215,22 @@ func (s *rangedStorage) writeTrace() {
 
 // readTrace returns the spans the trace at path lists, in the order they
 // were read, leaving out those that name no member of s (a trace is
-// keyed by manifest, but is only a hint). A missing trace lists none.
-func (s *rangedStorage) readTrace(path string) ([]spanRef, error) {
+// keyed by manifest, but is only a hint), and the files it lists. A
+// missing trace lists none.
+func (s *rangedStorage) readTrace(path string) ([]spanRef, []string, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading the read trace: %w", err)
+		return nil, nil, fmt.Errorf("reading the read trace: %w", err)
 	}
 	var tf traceFile
 	if err := json.Unmarshal(b, &tf); err != nil {
-		return nil, fmt.Errorf("reading the read trace %s: %w", path, err)
+		return nil, nil, fmt.Errorf("reading the read trace %s: %w", path, err)
 	}
 	if tf.Version != traceVersion {
-		return nil, fmt.Errorf("reading the read trace %s: version %d, want %d", path, tf.Version, traceVersion)
+		return nil, nil, fmt.Errorf("reading the read trace %s: version %d, want %d", path, tf.Version, traceVersion)
 	}
 	var out []spanRef
 	for _, ref := range tf.Spans {
@@ -201,7 +238,63 @@ func (s *rangedStorage) readTrace(path string) ([]spanRef, error) {
 			out = append(out, ref)
 		}
 	}
-	return out, nil
+	return out, tf.Files, nil
+}
+
+// loadTrace reads the last mount's trace, if the storage is to prefetch
+// it, for prefetchTrace and the kernel prefill.
+func (s *rangedStorage) loadTrace() {
+	if !s.ro.prefetch || s.ro.tracePath == "" {
+		return
+	}
+	refs, files, err := s.readTrace(s.ro.tracePath)
+	if err != nil {
+		s.ro.log.Warnf("prefetching: %v", err)
+		return
+	}
+	s.traceRefs, s.traceFiles = refs, files
+	s.stats.traceSpans.Store(int64(len(refs)))
+	s.stats.traceFiles.Store(int64(len(files)))
+}
+
+// prefillFiles returns the files the last mount's trace lists, in the
+// order they were read, for the mount to put in the kernel's caches.
+func (s *rangedStorage) prefillFiles() []string { return s.traceFiles }
+
+// notePrefilled counts a file of n bytes stored in the kernel's page cache.
+func (s *rangedStorage) notePrefilled(n int64) {
+	s.stats.prefillFiles.Add(1)
+	s.stats.prefillBytes.Add(n)
+}
+
+func (s *rangedStorage) prefillLog() *logrus.Entry { return s.ro.log }
+
+// prefillRead fills dest with the whole of node's bytes for the kernel
+// prefill. Bytes of a seekable layer that are in memory or on disk (hashed
+// once per process) are read in place and noted in the trace as a read's
+// are, but count as no read and start no read-ahead: the prefill is not
+// the mount's reader. Anything else is read as ReadFile reads it,
+// fetching what the cache lacks.
+func (s *rangedStorage) prefillRead(node *common.ClipNode, dest []byte) error {
+	r := node.Remote
+	if r == nil || int64(len(dest)) != r.ULength {
+		return fmt.Errorf("reading %s: %d bytes asked for, the file has %d", node.Path, len(dest), node.Attr.Size)
+	}
+	if l := s.layers[r.LayerDigest]; l != nil && !l.noRanges.Load() && r.UOffset >= 0 && r.UOffset+r.ULength <= l.end {
+		ms, end := l.members, r.UOffset+r.ULength
+		first := sort.Search(len(ms), func(i int) bool { return ms[i].UOff+ms[i].ULen > r.UOffset })
+		last := sort.Search(len(ms), func(i int) bool { return ms[i].UOff >= end }) - 1
+		if first <= last && readSpansInPlace(s.cache, ms[first:last+1], r.UOffset, dest) {
+			s.trace.note(l.digest, first, last)
+			s.trace.noteFile(node.Path, r.ULength)
+			return nil
+		}
+	}
+	n, err := s.ReadFile(node, dest, 0)
+	if err == nil && n != len(dest) {
+		err = fmt.Errorf("reading %s: %d of %d bytes", node.Path, n, len(dest))
+	}
+	return err
 }
 
 // layerSpans returns the spans of layer dg by which reads are recorded and
@@ -224,18 +317,10 @@ func (s *rangedStorage) layerSpans(dg string) ([]Member, fetchFunc) {
 // mount's trace lists, in its order, a few runs at a time.
 func (s *rangedStorage) prefetchTrace() {
 	defer close(s.prefetched)
-	if !s.ro.prefetch || s.ro.tracePath == "" {
-		return
-	}
-	refs, err := s.readTrace(s.ro.tracePath)
-	if err != nil {
-		s.ro.log.Warnf("prefetching: %v", err)
-		return
-	}
+	refs := s.traceRefs
 	if len(refs) == 0 {
 		return
 	}
-	s.stats.traceSpans.Store(int64(len(refs)))
 	var runs []layerRun
 	for _, ref := range refs {
 		ms, fetch := s.layerSpans(ref.Layer)
@@ -250,7 +335,7 @@ func (s *rangedStorage) prefetchTrace() {
 		runs = append(runs, layerRun{digest: ref.Layer, members: ms, fetch: fetch, from: ref.Member, to: ref.Member + 1, bytes: ms[ref.Member].ULen})
 	}
 	s.ro.log.Debugf("prefetching %d spans the last mount read first, in %d runs", len(refs), len(runs))
-	s.fetchRuns(runs, &s.stats.prefetchSpans, "prefetching")
+	s.fetchRuns(runs, &s.stats.prefetchSpans, "prefetching", true)
 }
 
 // layerRun is spans from to to (exclusive) of layer digest, bytes of
@@ -265,8 +350,10 @@ type layerRun struct {
 
 // fetchRuns fetches runs into the cache, in order, with up to the
 // configured concurrency, counting the members fetched (not already
-// cached) in n. It stops when the storage is cleaned up.
-func (s *rangedStorage) fetchRuns(runs []layerRun, n interface{ Add(int64) int64 }, what string) {
+// cached) in n. With trust, the members already on disk are hashed too
+// (SpanCache.trustFile), so that the reads soon to come find them ready to
+// be read in place. It stops when the storage is cleaned up.
+func (s *rangedStorage) fetchRuns(runs []layerRun, n interface{ Add(int64) int64 }, what string, trust bool) {
 	work := make(chan layerRun)
 	var wg sync.WaitGroup
 	for range min(s.ro.concurrency, len(runs)) {
@@ -280,6 +367,14 @@ func (s *rangedStorage) fetchRuns(runs []layerRun, n interface{ Add(int64) int64
 				n.Add(int64(counts.misses))
 				if err != nil && !s.isClosed() {
 					s.ro.log.WithField("layer", r.digest).Debugf("%s: %v", what, err)
+				}
+				for _, m := range r.members[r.from:r.to] {
+					if !trust || err != nil || s.isClosed() {
+						break
+					}
+					if s.cache.mem.get(m.SHA256) == nil {
+						s.cache.trustFile(m)
+					}
 				}
 			}
 		}()
@@ -347,6 +442,6 @@ func (s *rangedStorage) noteDense(l *seekableLayer, first, last int) {
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		s.fetchRuns(runs, &s.stats.denseSpans, "fetching a dense layer")
+		s.fetchRuns(runs, &s.stats.denseSpans, "fetching a dense layer", false)
 	}()
 }

@@ -47,6 +47,10 @@ type rangedStorage struct {
 
 	trace      *traceRecorder // nil when not recording
 	prefetched chan struct{}  // closed when the trace's prefetch has ended
+	// traceRefs and traceFiles are what the last mount's trace lists,
+	// when prefetching.
+	traceRefs  []spanRef
+	traceFiles []string
 
 	stats rangedCounters
 }
@@ -141,6 +145,7 @@ func newRangedStorage(meta *common.ClipArchiveMetadata, members map[string][]Mem
 			s.layers[dg] = l
 		}
 	}
+	s.loadTrace()
 	s.startTrace()
 	s.bg.Add(1)
 	go func() {
@@ -185,8 +190,12 @@ func (s *rangedStorage) ReadFile(node *common.ClipNode, dest []byte, off int64) 
 			lr = &layerRead{digest: l.digest, noRanges: &l.noRanges, read: func(uoff int64, dest []byte) error { return s.readSpans(l, uoff, dest) }}
 		}
 	}
-	return readByRange(node, dest, off, lr, &s.stats, s.ro.log, s.fallback != nil,
+	n, err := readByRange(node, dest, off, lr, &s.stats, s.ro.log, s.fallback != nil,
 		func(dest []byte) (int, error) { return s.readWhole(node, dest, off) })
+	if err == nil && node.Remote != nil {
+		s.trace.noteFile(node.Path, node.Remote.ULength)
+	}
+	return n, err
 }
 
 // layerRead is how a ranged storage reads one layer by range: read fills
@@ -425,6 +434,12 @@ type RangedStats struct {
 	// TracedSpans counts the members this mount recorded in its trace
 	// (once the trace is written).
 	TracedSpans int64 `json:"traced_spans"`
+	// TraceFiles counts the files the last mount's trace listed, and
+	// PrefillFiles and PrefillBytes those of them (and their bytes) the
+	// mount stored in the kernel's page cache before they were read.
+	TraceFiles   int64 `json:"trace_files"`
+	PrefillFiles int64 `json:"prefill_files"`
+	PrefillBytes int64 `json:"prefill_bytes"`
 	// FallbackReads counts reads of layers read whole (with neither
 	// members nor restart points, or whose registry ignores ranges).
 	FallbackReads int64 `json:"fallback_reads"`
@@ -448,6 +463,7 @@ type rangedCounters struct {
 	reads, bytesRead, requests, bytesFetched, spansFetched atomic.Int64
 	hits, misses, readAhead, fallbackReads, errors         atomic.Int64
 	denseSpans, traceSpans, prefetchSpans, traced          atomic.Int64
+	traceFiles, prefillFiles, prefillBytes                 atomic.Int64
 	latency                                                histogram
 }
 
@@ -469,6 +485,7 @@ func (s *rangedStorage) Stats() RangedStats {
 		Requests: c.requests.Load(), BytesFetched: c.bytesFetched.Load(), SpansFetched: c.spansFetched.Load(),
 		CacheHits: c.hits.Load(), CacheMisses: c.misses.Load(), ReadAheadSpans: c.readAhead.Load(),
 		DenseSpans: c.denseSpans.Load(), TraceSpans: c.traceSpans.Load(), PrefetchSpans: c.prefetchSpans.Load(), TracedSpans: c.traced.Load(),
+		TraceFiles: c.traceFiles.Load(), PrefillFiles: c.prefillFiles.Load(), PrefillBytes: c.prefillBytes.Load(),
 		FallbackReads: c.fallbackReads.Load(), Errors: c.errors.Load(),
 		Latency: c.latency.stats(),
 	}

@@ -44,7 +44,10 @@ needed a share of its spans (--dense-threshold), the rest of it is fetched in
 the background. The spans read in the first seconds of a mount
 (--prefetch-window) are recorded in the span cache directory, under traces/,
 by the image's manifest digest, and the next mount of the same image fetches
-them in the background before they are asked for (unless --no-prefetch).
+them in the background before they are asked for (unless --no-prefetch). It
+also stores the small files those reads were of in the kernel's page cache,
+with their directory entries, so that reading them again costs no request
+to this process.
 
 ARCHIVE may be an s3://BUCKET/KEY object: its metadata is read once and a
 v1 archive's data by range, as files are read.`,
@@ -125,7 +128,7 @@ v1 archive's data by range, as files are read.`,
 	cmd.Flags().StringVar(&cacheSize, "cache-size", "", "bound of the span cache shared by all mounts, e.g. 4g (the default is the smaller of 2 GiB and 10% of its filesystem)")
 	cmd.Flags().StringVar(&statsFile, "stats", "", "write read statistics (bytes and spans fetched, cache hits and misses, read latency percentiles) as JSON to FILE on exit and on SIGUSR1")
 	cmd.Flags().StringVar(&spanDir, "span-cache-dir", "", "directory of the span cache and read traces of v2 archives read by range, shared by all mounts (the default is $XDG_CACHE_HOME/clipbuild/spans)")
-	cmd.Flags().BoolVar(&noPrefetch, "no-prefetch", false, "do not fetch in the background the spans that the last mount of the same image read in its first seconds")
+	cmd.Flags().BoolVar(&noPrefetch, "no-prefetch", false, "do not fetch in the background the spans that the last mount of the same image read in its first seconds, nor put the files it read in the kernel's page cache")
 	cmd.Flags().DurationVar(&prefetchWindow, "prefetch-window", archive.DefaultPrefetchWindow, "how long after it starts the mount records the spans it reads, for the next mount of the image to prefetch")
 	cmd.Flags().Float64Var(&dense, "dense-threshold", archive.DefaultDenseThreshold, "share of a layer's spans that reads must have needed before the rest of the layer is fetched in the background (0 turns it off)")
 	cmd.Flags().BoolVar(&allowOther, "allow-other", false, "let other users use the mount (always so as root; others need user_allow_other in /etc/fuse.conf)")

@@ -1,0 +1,256 @@
+package archive
+
+import (
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/beam-cloud/clip/pkg/common"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// The kernel prefill. A FUSE mount costs a round trip to this process for
+// each file looked up (LOOKUP) and for each read the page cache cannot
+// serve (READ): two per small file on a fresh mount, however warm the span
+// cache is, and on a VM each round trip is tens of microseconds of
+// cross-CPU wakeups. When the storage knows which files the last mount of
+// the same image read first (the read trace), the mount puts them in the
+// kernel's caches before they are asked for: it lists the directories
+// holding them through the mount point (READDIRPLUS hands the kernel every
+// entry with its attributes, so no LOOKUP follows), then stores each
+// file's bytes, read and checked through the storage as any read is, in
+// the file's page cache (FUSE_NOTIFY_STORE). Opening and reading such a
+// file then costs no request at all, as on a local filesystem. The bytes
+// stored are the file's, whole, so the kernel's view of its size is
+// unchanged; the archive never changes, so they never go stale.
+
+// prefillSource is a storage that knows which files to prefill.
+type prefillSource interface {
+	// prefillFiles returns archive paths, in the order to store them.
+	prefillFiles() []string
+	// notePrefilled counts a file of n bytes stored in the kernel.
+	notePrefilled(n int64)
+	// prefillLog is where the prefill reports.
+	prefillLog() *logrus.Entry
+	// prefillRead fills dest with the whole of a file's bytes.
+	prefillRead(node *common.ClipNode, dest []byte) error
+}
+
+const (
+	// prefillGiveUp is how many files in a row the kernel may refuse (it
+	// knows no such inode: the listing did not reach it) before the
+	// prefill stops.
+	prefillGiveUp = 64
+	// prefillWorkers files are read and stored at once, each worker
+	// taking runs of prefillChunk files in the trace's order: reading
+	// (a span's first read in a process checks its SHA-256) and storing
+	// (a copy into new pages) are CPU work, and listing a directory is
+	// round trips to the filesystem.
+	prefillWorkers = 2
+	prefillChunk   = 32
+	// prefillListers directories are listed at once, ahead of the
+	// workers: the kernel makes an inode for each entry, which is most of
+	// a listing's cost.
+	prefillListers = 2
+)
+
+// startPrefill starts the prefill of the files src lists, if any.
+func (m *Mount) startPrefill(afs *archiveFS, src prefillSource) {
+	var nodes []*fsNode
+	var dirs []string
+	for _, p := range src.prefillFiles() {
+		n := afs.node(p)
+		if n == nil || n.attr.Mode&syscall.S_IFMT != syscall.S_IFREG || n.attr.Size == 0 || n.attr.Size > prefillMaxFile || n.prefillAt.Load() != 0 {
+			continue
+		}
+		nodes = append(nodes, n)
+		n.prefillAt.Store(int64(len(nodes)))
+		dirs = append(dirs, path.Dir(p))
+	}
+	if len(nodes) == 0 {
+		return
+	}
+	m.prefillStop, m.prefillDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(m.prefillDone)
+		m.prefill(afs, src, nodes, dirs)
+	}()
+}
+
+// stopPrefill stops the prefill and waits for it, at most wait.
+func (m *Mount) stopPrefill(wait time.Duration) {
+	if m.prefillStop == nil {
+		return
+	}
+	m.prefillOnce.Do(func() { close(m.prefillStop) })
+	select {
+	case <-m.prefillDone:
+	case <-time.After(wait):
+	}
+}
+
+// prefill stores nodes, in order, in the kernel's page cache, after listing
+// dirs[i], the directory of nodes[i] (by the path the trace named it).
+// Files the kernel has already asked to read are passed over, and when its
+// reads get ahead of the prefill, the prefill goes on from the file after
+// the last one read: storing what has been read would be wasted.
+func (m *Mount) prefill(afs *archiveFS, src prefillSource, nodes []*fsNode, dirs []string) {
+	start := time.Now()
+	var (
+		stored  atomic.Int64
+		bytes   atomic.Int64
+		refused atomic.Int64 // files in a row the kernel refused
+	)
+	// The directories are listed in the order the files need them, by
+	// goroutines running ahead of the workers, and a worker waits only for
+	// its file's directory. The files of a directory that could not be
+	// listed are left to lookups.
+	type listing struct {
+		done chan struct{}
+		ok   bool
+	}
+	listed := map[string]*listing{}
+	var order []string
+	for _, d := range dirs {
+		if listed[d] == nil {
+			listed[d] = &listing{done: make(chan struct{})}
+			order = append(order, d)
+		}
+	}
+	next := atomic.Int64{}
+	var listers sync.WaitGroup
+	for range prefillListers {
+		listers.Add(1)
+		go func() {
+			defer listers.Done()
+			for {
+				k := int(next.Add(1)) - 1
+				if k >= len(order) {
+					return
+				}
+				l := listed[order[k]]
+				select {
+				case <-m.prefillStop:
+				default:
+					l.ok = m.list(order[k])
+				}
+				close(l.done)
+			}
+		}()
+	}
+	type run struct{ from, to int }
+	runs := make(chan run)
+	var wg sync.WaitGroup
+	for range prefillWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for r := range runs {
+				for i := r.from; i < r.to; i++ {
+					n := nodes[i]
+					l := listed[dirs[i]]
+					<-l.done
+					if !l.ok || n.read.Load() {
+						continue
+					}
+					// A failed read was logged by the storage; the
+					// read that needs the file will meet it again.
+					if cap(buf) < int(n.attr.Size) {
+						buf = make([]byte, n.attr.Size)
+					}
+					b := buf[:n.attr.Size]
+					if src.prefillRead(n.clip, b) != nil {
+						continue
+					}
+					if errno := n.WriteCache(0, b); errno != 0 {
+						if refused.Add(1) == prefillGiveUp {
+							src.prefillLog().Debugf("prefill: the kernel refused %d files in a row (last %s: %v); stopping", prefillGiveUp, n.clip.Path, errno)
+						}
+						continue
+					}
+					refused.Store(0)
+					stored.Add(1)
+					bytes.Add(int64(len(b)))
+					src.notePrefilled(int64(len(b)))
+				}
+			}
+		}()
+	}
+feed:
+	for i := 0; i < len(nodes) && refused.Load() < prefillGiveUp; i += prefillChunk {
+		i = max(i, int(afs.readAt.Load()))
+		if i >= len(nodes) {
+			break
+		}
+		select {
+		case runs <- run{i, min(i+prefillChunk, len(nodes))}:
+		case <-m.prefillStop:
+			break feed
+		}
+	}
+	close(runs)
+	wg.Wait()
+	src.prefillLog().Debugf("prefill: stored %d of %d files (%d bytes) in the kernel's page cache in %s", stored.Load(), len(nodes), bytes.Load(), time.Since(start).Round(time.Millisecond))
+}
+
+// noteRead marks n as read through the filesystem, for the prefill.
+func (n *fsNode) noteRead() {
+	if n.read.Load() {
+		return
+	}
+	n.read.Store(true)
+	if at := n.prefillAt.Load(); at > 0 {
+		for {
+			cur := n.afs.readAt.Load()
+			if cur >= at || n.afs.readAt.CompareAndSwap(cur, at) {
+				break
+			}
+		}
+	}
+}
+
+// list lists the directory at archive path dir through the mount, which
+// has the kernel instantiate its entries (READDIRPLUS), and reports
+// whether it could: a directory this process may not enter (a rootless
+// mount of root's 0700 directory) cannot be listed. The buffer is large
+// so that the kernel may ask for many entries at once.
+func (m *Mount) list(dir string) bool {
+	fd, err := unix.Open(filepath.Join(m.Point, filepath.FromSlash(dir)), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 256<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			return false
+		}
+		if n <= 0 {
+			return true
+		}
+	}
+}
+
+// node returns the node at archive path p, or nil.
+func (afs *archiveFS) node(p string) *fsNode {
+	n := afs.root
+	for _, name := range strings.Split(p, "/") {
+		if name == "" {
+			continue
+		}
+		i, ok := slices.BinarySearchFunc(n.children, name, func(c fsChild, name string) int { return strings.Compare(c.name, name) })
+		if !ok {
+			return nil
+		}
+		n = n.children[i].node
+	}
+	return n
+}

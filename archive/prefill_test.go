@@ -1,0 +1,124 @@
+package archive
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/beam-cloud/clip/pkg/common"
+	"github.com/google/go-cmp/cmp"
+)
+
+// mountRanged mounts the fixture's tree over s until the test ends.
+func mountRanged(t *testing.T, f *seekableFixture, s Storage) (*Mount, string) {
+	t.Helper()
+	var nodes []*common.ClipNode
+	for _, n := range f.nodes {
+		nodes = append(nodes, n)
+	}
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m, err := MountArchive(memArchive(nodes...), s, mnt)
+	if err != nil {
+		t.Fatalf("MountArchive() = %v", err)
+	}
+	t.Cleanup(func() { m.Unmount() })
+	return m, mnt
+}
+
+func readThrough(t *testing.T, f *seekableFixture, mnt string, paths ...string) {
+	t.Helper()
+	for _, p := range paths {
+		got, err := os.ReadFile(filepath.Join(mnt, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, f.files[p]) {
+			t.Fatalf("%s through the mount: other bytes than were written", p)
+		}
+	}
+}
+
+func waitPrefilled(t *testing.T, m *Mount) {
+	t.Helper()
+	if m.prefillDone == nil {
+		t.Fatal("the mount started no prefill")
+	}
+	select {
+	case <-m.prefillDone:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the prefill did not end in 20s")
+	}
+}
+
+// TestPrefillServesTheTracesFilesFromTheKernel mounts twice over one span
+// cache: the second mount stores the small files the first one read in the
+// kernel's page cache, so that reading them reaches the filesystem not at
+// all, while a file the trace does not list still does.
+func TestPrefillServesTheTracesFilesFromTheKernel(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("this test mounts as root, and CI=true")
+		}
+		t.Skip("this test mounts as root")
+	}
+	f := newSeekableFixture(t)
+	cache := openTestSpanCache(t, t.TempDir())
+	path := TracePath(t.TempDir(), "sha256:"+fmt.Sprintf("%064x", 5))
+	opts := func(prefetch bool) []rangedOption {
+		return []rangedOption{withReadAhead(0), withDenseThreshold(0), withTrace(path, time.Minute, prefetch)}
+	}
+
+	first := newTestRanged(t, f, cache, nil, opts(true)...)
+	m, mnt := mountRanged(t, f, first)
+	if m.prefillDone != nil {
+		t.Fatal("a mount with no trace started a prefill")
+	}
+	readThrough(t, f, mnt, "/mid.bin", "/small.txt", "/big1.bin")
+	if err := m.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+	// big1.bin is over prefillMaxFile: its spans are listed, it is not.
+	if diff := cmp.Diff([]string{"/mid.bin", "/small.txt"}, readTraceFile(t, path).Files); diff != "" {
+		t.Fatalf("the trace's files (-want +got):\n%s", diff)
+	}
+
+	second := newTestRanged(t, f, cache, nil, opts(true)...)
+	m, mnt = mountRanged(t, f, second)
+	waitPrefilled(t, m)
+	st := second.Stats()
+	if want := int64(len(f.files["/mid.bin"]) + len(f.files["/small.txt"])); st.TraceFiles != 2 || st.PrefillFiles != 2 || st.PrefillBytes != want {
+		t.Fatalf("Stats() = %+v; want 2 trace and prefill files, %d bytes prefilled", st, want)
+	}
+	before := st.Reads
+	readThrough(t, f, mnt, "/small.txt", "/mid.bin")
+	if n := second.Stats().Reads - before; n != 0 {
+		t.Errorf("reading the prefilled files made %d reads of the filesystem, want 0", n)
+	}
+	readThrough(t, f, mnt, "/big2.bin")
+	if second.Stats().Reads == before {
+		t.Error("reading a file the trace does not list made no read of the filesystem: the count shows nothing")
+	}
+	if err := m.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+	// The prefill's reads count for the next trace as the reads the
+	// kernel served in its place would have.
+	if diff := cmp.Diff([]string{"/mid.bin", "/small.txt"}, readTraceFile(t, path).Files[:2]); diff != "" {
+		t.Errorf("the second mount's trace (-want +got):\n%s", diff)
+	}
+
+	third := newTestRanged(t, f, cache, nil, opts(false)...)
+	m, _ = mountRanged(t, f, third)
+	if m.prefillDone != nil {
+		t.Error("a mount without prefetch started a prefill")
+	}
+	if st := third.Stats(); st.TraceFiles != 0 || st.PrefillFiles != 0 {
+		t.Errorf("Stats() = %+v without prefetch; want no trace or prefill files", st)
+	}
+}
