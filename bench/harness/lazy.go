@@ -31,6 +31,8 @@ const (
 	cmdMountBuilt = "$CLIPBUILD mount $WORK/built-v2.clip" + mountFlags
 	// cmdMountS3 mounts the archive of the last `v2-build-s3` run.
 	cmdMountS3 = "$CLIPBUILD mount $WORK/s3-v2.clip" + mountFlags
+	// noPrefetch is added to a mount command for the -noprefetch rows.
+	noPrefetch = " --no-prefetch"
 )
 
 // cmdNative is how the native rows reach the image's tree: `buildah mount`
@@ -166,10 +168,16 @@ func (s *suite) lazySet(ctx context.Context, t lazyTarget, set readSet, reread, 
 	all := []*samples{cold, warm}
 	// The reread of every file shows what the kernel keeps: the same mount,
 	// its page cache and entries filled by the warm read.
-	var rr, tr *samples
+	var rr, tr, np *samples
 	if reread {
 		rr = newSamples(name+"-reread", display(t.tmpl))
 		all = append(all, rr)
+	}
+	// Every file warm again with --no-prefetch: what a fresh mount costs
+	// without the kernel prefill of the files the last mount read.
+	if set.name == "all" {
+		np = newSamples(name+"-warm-noprefetch", display(t.tmpl+noPrefetch))
+		all = append(all, np)
 	}
 	if trace {
 		tr = newSamples(name+"-trace", display(t.tmpl))
@@ -186,6 +194,9 @@ func (s *suite) lazySet(ctx context.Context, t lazyTarget, set readSet, reread, 
 	spans, cache := filepath.Join(s.work, "spans"), filepath.Join(s.work, "cache")
 	for i := 0; i < s.o.Runs; i++ {
 		steps := []mountStep{{cold, []string{spans, cache}}, {warm, nil}}
+		if np != nil {
+			steps = append(steps, mountStep{np, nil})
+		}
 		if tr != nil {
 			// The span cache goes, the trace in spans/traces stays.
 			steps = append(steps, mountStep{tr, []string{filepath.Join(spans, "sha256"), cache}})
@@ -196,7 +207,11 @@ func (s *suite) lazySet(ctx context.Context, t lazyTarget, set readSet, reread, 
 					return err
 				}
 			}
-			r, err := s.mountRead(ctx, t, set.files, st.smp == warm && rr != nil)
+			mt := t
+			if st.smp == np {
+				mt.tmpl += noPrefetch
+			}
+			r, err := s.mountRead(ctx, mt, set.files, st.smp == warm && rr != nil)
 			if err != nil {
 				return fmt.Errorf("%s: %w", st.smp.name, err)
 			}

@@ -32,8 +32,10 @@ var rowMeaning = []struct{ name, what string }{
 	{"lazy-s3-one-file-warm", "`lazy-one-file-warm` through the archive built on S3."},
 	{"lazy-10pct-warm", "Warm, every tenth file."},
 	{"lazy-built-10pct-warm", "`lazy-10pct-warm` through the built archive."},
-	{"lazy-all-warm", "Warm, every file."},
+	{"lazy-all-warm", "Warm, every file. The warm mount finds the cold mount's read trace, so it puts the files the cold read read (those up to 1 MiB) in the kernel's page cache while the harness reads them (`prefill` in the mount statistics)."},
 	{"lazy-built-all-warm", "`lazy-all-warm` through the built archive."},
+	{"lazy-all-warm-noprefetch", "`lazy-all-warm` with `--no-prefetch`, after it: no prefetch and no prefill, every small file costs a lookup and a read request to the mount process."},
+	{"lazy-built-all-warm-noprefetch", "`lazy-all-warm-noprefetch` through the built archive."},
 	{"lazy-all-reread", "The warm mount of `lazy-all-warm`, every file read a second time: served from what the kernel kept of the first read (page cache across opens, entries and attributes)."},
 	{"lazy-10pct-trace", "A second cold start with a learned trace: after `lazy-10pct-warm`, a fresh mount with the span cache emptied (`spans/sha256`) and `--cache-dir` emptied but the read trace kept (`spans/traces/<manifest>.json`, written when the warm mount ended: the spans it read in its first `--prefetch-window`), so the mount prefetches those spans in the background while the same files are read. Its target compares start times (from starting `clipbuild mount` to the end of the reads) with `lazy-10pct-cold`, the first start."},
 	{"lazy-built-10pct-trace", "`lazy-10pct-trace` through the built archive."},
@@ -55,7 +57,7 @@ func renderReport(sb *strings.Builder, all []*Results, missing []string) {
 	w("- The image is generated offline from a fixed seed (`bench/imagegen`): `FROM scratch`, the host's static busybox, large random files, ~2.4 KB text files, a file deleted by a later layer (a whiteout). It is built once with `buildah bud --layers --isolation chroot`; the build-path rows run `clipbuild build --layers` after that, so their `build` stage is a layer-cache hit and is not counted.\n")
 	w("- Registries are clipbuild's embedded registry (`clipbuild registry serve`, filesystem storage) on 127.0.0.1, with a byte-counting reverse proxy (`bench/proxy`, in the harness process) in front; clients are given the proxy's address. Bytes are HTTP body bytes: *sent* = request bodies (uploads), *fetched* = response bodies (manifests, blobs). The proxy's copying shares the 2 CPUs with what is measured, for clipbuild and buildah alike.\n")
 	w("- Push measurements use a new, empty registry per run (and v2 builds an empty publish cache: `XDG_CACHE_HOME` points into the run's directory); pull, peers and mounts read one registry holding the image, pushed once by `buildah push`.\n")
-	w("- Cold mounts: empty caches (span cache with its read traces, and whole-layer cache) and a new mount per run; warm: a new mount over the caches the cold read left. Files are read by the harness, sequentially, each to the end. Every mount writes `--stats`; the mount flags are otherwise the defaults (span cache bound, prefetch, dense threshold).\n")
+	w("- Cold mounts: empty caches (span cache with its read traces, and whole-layer cache) and a new mount per run; warm: a new mount over the caches the cold read left (its spans and its read trace). Files are read by the harness, sequentially, each to the end. Every mount writes `--stats`; the mount flags are otherwise the defaults (span cache bound, prefetch, dense threshold).\n")
 	w("- The `-s3` rows run the registry with S3 storage on versitygw (`bin/versitygw`, POSIX backend) on 127.0.0.1, with a second counting proxy in front of the gateway; the filesystem-backed rows beside them are the same commands against the filesystem registry.\n")
 	w("- Other processes on the host are not stopped; the 1-minute load average before and after each run is recorded.\n\n")
 	w("| row | what its time is |\n|---|---|\n")
@@ -106,6 +108,8 @@ func renderImage(sb *strings.Builder, im *Image, scale string) {
 	renderTargets(sb, targets(im, scale))
 	w("\n#### Targets (issue 10)\n\nLazy reads, from this run's medians. Fetched = body bytes the registry sent through its proxy, from the mount command's start to its exit. Built = the archive of `v2-build-after-bud` and its blobs; pulled = `clipbuild pull` of what `buildah push` pushed (plain gzip).\n\n")
 	renderTargets(sb, targets10(im))
+	w("\n#### Targets (issue 8)\n\nEvery file through a fresh mount over the caches the cold read left, against `buildah mount`, from this run's medians.\n\n")
+	renderTargets(sb, targets8(im))
 	w("\n#### Ratios\n\n| ratio | value | from (medians) |\n|---|---|---|\n")
 	for _, rt := range ratios(im) {
 		w("| %s | %s | %s |\n", rt.name, rt.value, rt.from)
@@ -145,14 +149,14 @@ func renderMountStats(sb *strings.Builder, im *Image) {
 	}
 	fmt.Fprintf(sb, "\n#### Mount statistics (`clipbuild mount --stats`, the run with the median bytes)\n\n")
 	fmt.Fprintf(sb, "Rows whose layers were all read whole keep none and are not shown.\n\n")
-	fmt.Fprintf(sb, "| row | range requests | fetched (compressed) | spans fetched | span hits / misses | trace spans / prefetched | reads of layers read whole | read latency p50 / p99 |\n|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(sb, "| row | range requests | fetched (compressed) | spans fetched | span hits / misses | trace spans / prefetched | files in the page cache ahead of reads (prefill) | reads of layers read whole | read latency p50 / p99 |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, row := range im.Rows {
 		m := row.Mount
 		if m == nil {
 			continue
 		}
-		fmt.Fprintf(sb, "| `%s` | %d | %s | %d | %d / %d | %d / %d | %d | %s / %s |\n", row.Name, m.Requests, human(m.BytesFetched), m.SpansFetched,
-			m.CacheHits, m.CacheMisses, m.TraceSpans, m.PrefetchSpans, m.FallbackReads,
+		fmt.Fprintf(sb, "| `%s` | %d | %s | %d | %d / %d | %d / %d | %d (%s) | %d | %s / %s |\n", row.Name, m.Requests, human(m.BytesFetched), m.SpansFetched,
+			m.CacheHits, m.CacheMisses, m.TraceSpans, m.PrefetchSpans, m.PrefillFiles, human(m.PrefillBytes), m.FallbackReads,
 			time.Duration(m.Latency.P50).Round(time.Microsecond), time.Duration(m.Latency.P99).Round(time.Microsecond))
 	}
 }
@@ -290,6 +294,8 @@ func ratios(im *Image) []ratio {
 		{"every file, warm mount / native (`buildah mount`)", times(sec("lazy-all-warm"), sec("native-all")), "`lazy-all-warm` / `native-all`"},
 		{"every tenth file, warm mount / native (`buildah mount`)", times(sec("lazy-10pct-warm"), sec("native-10pct")), "`lazy-10pct-warm` / `native-10pct`"},
 		{"every file, reread on the same mount / native", times(sec("lazy-all-reread"), sec("native-all")), "`lazy-all-reread` / `native-all`"},
+		{"every file, warm mount without prefetch / native (`buildah mount`)", times(sec("lazy-all-warm-noprefetch"), sec("native-all")), "`lazy-all-warm-noprefetch` / `native-all`"},
+		{"every file, warm built mount without prefetch / native (`buildah mount`)", times(sec("lazy-built-all-warm-noprefetch"), sec("native-all")), "`lazy-built-all-warm-noprefetch` / `native-all`"},
 		{"one-file cold read, built / pulled archive", times(sec("lazy-built-one-file-cold"), sec("lazy-one-file-cold")), "`lazy-built-one-file-cold` / `lazy-one-file-cold`"},
 		{"every file cold, built / pulled archive", times(sec("lazy-built-all-cold"), sec("lazy-all-cold")), "`lazy-built-all-cold` / `lazy-all-cold`"},
 		{"every file, warm built mount / native (`buildah mount`)", times(sec("lazy-built-all-warm"), sec("native-all")), "`lazy-built-all-warm` / `native-all`"},

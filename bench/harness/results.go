@@ -119,6 +119,8 @@ type MountStats struct {
 	CacheMisses   int64 `json:"cache_misses"`
 	TraceSpans    int64 `json:"trace_spans"`
 	PrefetchSpans int64 `json:"prefetch_spans"`
+	PrefillFiles  int64 `json:"prefill_files"`
+	PrefillBytes  int64 `json:"prefill_bytes"`
 	FallbackReads int64 `json:"fallback_reads"`
 	Latency       struct {
 		P50 int64 `json:"p50_ns"`

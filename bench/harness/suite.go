@@ -311,7 +311,7 @@ var rowOrder = []string{
 	"lazy-one-file-cold", "lazy-built-one-file-cold", "lazy-s3-one-file-cold",
 	"lazy-10pct-cold", "lazy-built-10pct-cold", "lazy-all-cold", "lazy-built-all-cold",
 	"lazy-one-file-warm", "lazy-built-one-file-warm", "lazy-s3-one-file-warm", "lazy-10pct-warm", "lazy-built-10pct-warm",
-	"lazy-all-warm", "lazy-built-all-warm", "lazy-all-reread",
+	"lazy-all-warm", "lazy-built-all-warm", "lazy-all-warm-noprefetch", "lazy-built-all-warm-noprefetch", "lazy-all-reread",
 	"lazy-10pct-trace", "lazy-built-10pct-trace",
 	"native-10pct", "native-all", "buildah-bud",
 }
