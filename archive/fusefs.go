@@ -36,9 +36,6 @@ type archiveFS struct {
 	// files and blocks are what statfs reports: the number of inodes and
 	// the data size in 4 KiB blocks.
 	files, blocks uint64
-	// readAt is the furthest place in the prefill's order of a file the
-	// kernel has asked to read.
-	readAt atomic.Int64
 }
 
 // fsNode is one inode of the archive.
@@ -59,11 +56,9 @@ type fsNode struct {
 	// mount (OnAdd), sorted by name.
 	children []fsChild
 
-	// read is set once the kernel has asked to read the file, and
-	// prefillAt is its place (from 1) in the prefill's order, 0 when
-	// the prefill has none (prefill.go).
-	read      atomic.Bool
-	prefillAt atomic.Int64
+	// read is set once the kernel has asked to read the file, for the
+	// prefill (prefill.go).
+	read atomic.Bool
 }
 
 type fsChild struct {

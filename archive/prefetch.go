@@ -198,7 +198,7 @@ func (s *rangedStorage) writeTrace() {
 		return
 	}
 	s.stats.traced.Store(int64(len(r.spans)))
-	b, err := json.Marshal(traceFile{Version: traceVersion, Spans: r.spans, Files: r.files})
+	b, err := json.Marshal(traceFile{Version: traceVersion, Spans: r.spans, Files: keepOrder(s.traceFiles, r.files)})
 	if err == nil {
 		err = os.MkdirAll(filepath.Dir(r.path), 0o700)
 	}
@@ -211,6 +211,34 @@ func (s *rangedStorage) writeTrace() {
 	if err != nil {
 		s.ro.log.Warnf("writing the read trace %s: %v", r.path, err)
 	}
+}
+
+// keepOrder returns files, the files a mount read in its window, with
+// those the last trace listed (last) first, in its order: the prefill put
+// them in the kernel's page cache, so the mount saw them read in the
+// prefill's order (several at once), not in its reader's, which the last
+// trace kept. The files new to this mount follow, in the order read.
+func keepOrder(last, files []string) []string {
+	if len(last) == 0 {
+		return files
+	}
+	read := make(map[string]bool, len(files))
+	for _, f := range files {
+		read[f] = true
+	}
+	out := make([]string, 0, len(files))
+	for _, f := range last {
+		if read[f] {
+			out = append(out, f)
+			delete(read, f)
+		}
+	}
+	for _, f := range files {
+		if read[f] {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // readTrace returns the spans the trace at path lists, in the order they

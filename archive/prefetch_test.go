@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 // waitPrefetched waits for the prefetch of the last mount's trace to end.
@@ -262,5 +263,20 @@ func TestPrefetchIgnoresTraceOfOtherMembers(t *testing.T) {
 	}
 	if TracePath("/c", "not a digest") != "" {
 		t.Error(`TracePath("not a digest") is not empty`)
+	}
+}
+
+func TestKeepOrder(t *testing.T) {
+	for _, tt := range []struct {
+		name              string
+		last, files, want []string
+	}{
+		{"no last trace", nil, []string{"/b", "/a"}, []string{"/b", "/a"}},
+		{"the last order first", []string{"/a", "/b", "/c"}, []string{"/c", "/x", "/a"}, []string{"/a", "/c", "/x"}},
+		{"nothing read", []string{"/a"}, nil, []string{}},
+	} {
+		if got := keepOrder(tt.last, tt.files); !cmp.Equal(got, tt.want, cmpopts.EquateEmpty()) {
+			t.Errorf("%s: keepOrder(%q, %q) = %q, want %q", tt.name, tt.last, tt.files, got, tt.want)
+		}
 	}
 }

@@ -64,13 +64,14 @@ const (
 func (m *Mount) startPrefill(afs *archiveFS, src prefillSource) {
 	var nodes []*fsNode
 	var dirs []string
+	queued := map[*fsNode]bool{} // a hard link's other names
 	for _, p := range src.prefillFiles() {
 		n := afs.node(p)
-		if n == nil || n.attr.Mode&syscall.S_IFMT != syscall.S_IFREG || n.attr.Size == 0 || n.attr.Size > prefillMaxFile || n.prefillAt.Load() != 0 {
+		if n == nil || n.attr.Mode&syscall.S_IFMT != syscall.S_IFREG || n.attr.Size == 0 || n.attr.Size > prefillMaxFile || queued[n] {
 			continue
 		}
+		queued[n] = true
 		nodes = append(nodes, n)
-		n.prefillAt.Store(int64(len(nodes)))
 		dirs = append(dirs, path.Dir(p))
 	}
 	if len(nodes) == 0 {
@@ -97,9 +98,9 @@ func (m *Mount) stopPrefill(wait time.Duration) {
 
 // prefill stores nodes, in order, in the kernel's page cache, after listing
 // dirs[i], the directory of nodes[i] (by the path the trace named it).
-// Files the kernel has already asked to read are passed over, and when its
-// reads get ahead of the prefill, the prefill goes on from the file after
-// the last one read: storing what has been read would be wasted.
+// Files the kernel has already asked to read are passed over: their pages
+// are there. (Jumping ahead of the latest read instead would leave out the
+// files a reader in another order has yet to read.)
 func (m *Mount) prefill(afs *archiveFS, src prefillSource, nodes []*fsNode, dirs []string) {
 	start := time.Now()
 	var (
@@ -185,10 +186,6 @@ func (m *Mount) prefill(afs *archiveFS, src prefillSource, nodes []*fsNode, dirs
 	}
 feed:
 	for i := 0; i < len(nodes) && refused.Load() < prefillGiveUp; i += prefillChunk {
-		i = max(i, int(afs.readAt.Load()))
-		if i >= len(nodes) {
-			break
-		}
 		select {
 		case runs <- run{i, min(i+prefillChunk, len(nodes))}:
 		case <-m.prefillStop:
@@ -202,17 +199,8 @@ feed:
 
 // noteRead marks n as read through the filesystem, for the prefill.
 func (n *fsNode) noteRead() {
-	if n.read.Load() {
-		return
-	}
-	n.read.Store(true)
-	if at := n.prefillAt.Load(); at > 0 {
-		for {
-			cur := n.afs.readAt.Load()
-			if cur >= at || n.afs.readAt.CompareAndSwap(cur, at) {
-				break
-			}
-		}
+	if !n.read.Load() {
+		n.read.Store(true)
 	}
 }
 
