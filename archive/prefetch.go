@@ -298,24 +298,28 @@ func (s *rangedStorage) notePrefilled(n int64) {
 func (s *rangedStorage) prefillLog() *logrus.Entry { return s.ro.log }
 
 // prefillRead fills dest with the whole of node's bytes for the kernel
-// prefill. Bytes of a seekable layer that are in memory or on disk (hashed
-// once per process) are read in place and noted in the trace as a read's
-// are, but count as no read and start no read-ahead: the prefill is not
-// the mount's reader. Anything else is read as ReadFile reads it,
-// fetching what the cache lacks.
+// prefill. Bytes of spans (a seekable layer's members, or a pulled layer's
+// spans between restart points) that are in memory or on disk (hashed once
+// per process) are read in place and noted in the trace as a read's are,
+// but count as no read and start no read-ahead: the prefill is not the
+// mount's reader. Anything else is read as ReadFile reads it, fetching what
+// the cache lacks.
 func (s *rangedStorage) prefillRead(node *common.ClipNode, dest []byte) error {
 	r := node.Remote
 	if r == nil || int64(len(dest)) != r.ULength {
 		return fmt.Errorf("reading %s: %d bytes asked for, the file has %d", node.Path, len(dest), node.Attr.Size)
 	}
-	if l := s.layers[r.LayerDigest]; l != nil && !l.noRanges.Load() && r.UOffset >= 0 && r.UOffset+r.ULength <= l.end {
-		ms, end := l.members, r.UOffset+r.ULength
-		first := sort.Search(len(ms), func(i int) bool { return ms[i].UOff+ms[i].ULen > r.UOffset })
-		last := sort.Search(len(ms), func(i int) bool { return ms[i].UOff >= end }) - 1
-		if first <= last && readSpansInPlace(s.cache, ms[first:last+1], r.UOffset, dest) {
-			s.trace.note(l.digest, first, last)
-			s.trace.noteFile(node.Path, r.ULength)
-			return nil
+	if l := s.layers[r.LayerDigest]; l == nil || !l.noRanges.Load() {
+		ms, _ := s.layerSpans(r.LayerDigest)
+		end := r.UOffset + r.ULength
+		if n := len(ms); n > 0 && r.UOffset >= ms[0].UOff && end <= ms[n-1].UOff+ms[n-1].ULen {
+			first := sort.Search(n, func(i int) bool { return ms[i].UOff+ms[i].ULen > r.UOffset })
+			last := sort.Search(n, func(i int) bool { return ms[i].UOff >= end }) - 1
+			if first <= last && readSpansInPlace(s.cache, ms[first:last+1], r.UOffset, dest) {
+				s.trace.note(r.LayerDigest, first, last)
+				s.trace.noteFile(node.Path, r.ULength)
+				return nil
+			}
 		}
 	}
 	n, err := s.ReadFile(node, dest, 0)

@@ -155,6 +155,11 @@ func (m *Mount) prefill(afs *archiveFS, src prefillSource, nodes []*fsNode, dirs
 			var buf []byte
 			for r := range runs {
 				for i := r.from; i < r.to; i++ {
+					select {
+					case <-m.prefillStop:
+						continue
+					default:
+					}
 					n := nodes[i]
 					l := listed[dirs[i]]
 					<-l.done

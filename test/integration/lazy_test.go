@@ -154,22 +154,25 @@ func TestPrefetchFromTheLastMount(t *testing.T) {
 		}
 		return d
 	}
+	// It prefetches the trace's spans and stores the two files in the
+	// kernel's page cache, so reading them reaches the mount process not
+	// at all.
 	proxy.reset()
 	m, stats = mount(withTrace())
 	deadline := time.Now().Add(30 * time.Second)
+	var ready archive.RangedStats
 	for {
 		if err := m.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(100 * time.Millisecond)
 		if b, err := os.ReadFile(stats); err == nil {
-			var st archive.RangedStats
-			if json.Unmarshal(b, &st) == nil && st.PrefetchSpans == traced {
+			if json.Unmarshal(b, &ready) == nil && ready.PrefetchSpans == traced && ready.PrefillFiles == int64(len(files)) {
 				break
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the second mount did not prefetch %d spans in 30s:\n%s", traced, m.stderr.String())
+			t.Fatalf("the second mount did not prefetch %d spans and prefill %d files in 30s (stats %+v):\n%s", traced, len(files), ready, m.stderr.String())
 		}
 	}
 	prefetchGets := blobGets()
@@ -180,6 +183,9 @@ func TestPrefetchFromTheLastMount(t *testing.T) {
 	st = stop(m, stats)
 	if st.TraceSpans != traced || st.PrefetchSpans != traced || st.CacheMisses != 0 {
 		t.Errorf("second mount: stats = %+v, want %d trace and prefetch spans and no cache misses", st, traced)
+	}
+	if st.Reads != ready.Reads || st.TraceFiles != int64(len(files)) {
+		t.Errorf("second mount: %d reads reached the mount after the prefill (stats %+v), want none, and %d trace files", st.Reads-ready.Reads, st, len(files))
 	}
 	t.Logf("reading %d files: first cold start %v, second (prefetched, %d spans in %d GETs) %v", len(files), coldFirst, traced, prefetchGets, coldSecond)
 
@@ -194,8 +200,8 @@ func TestPrefetchFromTheLastMount(t *testing.T) {
 	if blobGets() == 0 {
 		t.Error("with --no-prefetch, reading cold files made no blob GET")
 	}
-	if st := stop(m, stats); st.PrefetchSpans != 0 || st.TraceSpans != 0 {
-		t.Errorf("with --no-prefetch: stats = %+v, want no trace or prefetch spans", st)
+	if st := stop(m, stats); st.PrefetchSpans != 0 || st.TraceSpans != 0 || st.PrefillFiles != 0 || st.Reads == 0 {
+		t.Errorf("with --no-prefetch: stats = %+v, want no trace, prefetch or prefill, and the reads counted", st)
 	}
 }
 
