@@ -299,23 +299,33 @@ func (s *rangedStorage) prefillLog() *logrus.Entry { return s.ro.log }
 
 // prefillRead fills dest with the whole of node's bytes for the kernel
 // prefill. Bytes of spans (a seekable layer's members, or a pulled layer's
-// spans between restart points) that are in memory or on disk (hashed once
-// per process) are read in place and noted in the trace as a read's are,
-// but count as no read and start no read-ahead: the prefill is not the
-// mount's reader. Anything else is read as ReadFile reads it, fetching what
-// the cache lacks.
+// spans between restart points) are read in place from the span cache,
+// once there (fetched as the learned prefetch fetches them, and counted
+// with it), and noted in the trace as a read's are, but count as no read
+// and start no read-ahead: the prefill is not the mount's reader. Anything
+// else is read as ReadFile reads it.
 func (s *rangedStorage) prefillRead(node *common.ClipNode, dest []byte) error {
 	r := node.Remote
 	if r == nil || int64(len(dest)) != r.ULength {
 		return fmt.Errorf("reading %s: %d bytes asked for, the file has %d", node.Path, len(dest), node.Attr.Size)
 	}
 	if l := s.layers[r.LayerDigest]; l == nil || !l.noRanges.Load() {
-		ms, _ := s.layerSpans(r.LayerDigest)
+		ms, fetch := s.layerSpans(r.LayerDigest)
 		end := r.UOffset + r.ULength
 		if n := len(ms); n > 0 && r.UOffset >= ms[0].UOff && end <= ms[n-1].UOff+ms[n-1].ULen {
 			first := sort.Search(n, func(i int) bool { return ms[i].UOff+ms[i].ULen > r.UOffset })
 			last := sort.Search(n, func(i int) bool { return ms[i].UOff >= end }) - 1
-			if first <= last && readSpansInPlace(s.cache, ms[first:last+1], r.UOffset, dest) {
+			inPlace := first <= last && readSpansInPlace(s.cache, ms[first:last+1], r.UOffset, dest)
+			if !inPlace && first <= last {
+				// Not cached yet: fetched as the learned prefetch
+				// fetches (waiting for it when it is at them).
+				ctx, cancel := s.opContext()
+				counts, err := s.cache.ensure(ctx, ms[first:last+1], fetch)
+				cancel()
+				s.stats.prefetchSpans.Add(int64(counts.owned))
+				inPlace = err == nil && readSpansInPlace(s.cache, ms[first:last+1], r.UOffset, dest)
+			}
+			if inPlace {
 				s.trace.note(r.LayerDigest, first, last)
 				s.trace.noteFile(node.Path, r.ULength)
 				return nil
@@ -381,8 +391,8 @@ type layerRun struct {
 }
 
 // fetchRuns fetches runs into the cache, in order, with up to the
-// configured concurrency, counting the members fetched (not already
-// cached) in n. With trust, the members already on disk are hashed too
+// configured concurrency, counting in n the members it fetched (not
+// already cached, nor being fetched for a read). With trust, the members already on disk are hashed too
 // (SpanCache.trustFile), so that the reads soon to come find them ready to
 // be read in place. It stops when the storage is cleaned up.
 func (s *rangedStorage) fetchRuns(runs []layerRun, n interface{ Add(int64) int64 }, what string, trust bool) {
@@ -396,7 +406,7 @@ func (s *rangedStorage) fetchRuns(runs []layerRun, n interface{ Add(int64) int64
 				ctx, cancel := s.opContext()
 				counts, err := s.cache.ensure(ctx, r.members[r.from:r.to], r.fetch)
 				cancel()
-				n.Add(int64(counts.misses))
+				n.Add(int64(counts.owned))
 				if err != nil && !s.isClosed() {
 					s.ro.log.WithField("layer", r.digest).Debugf("%s: %v", what, err)
 				}

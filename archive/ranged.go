@@ -428,7 +428,7 @@ type RangedStats struct {
 	DenseSpans int64 `json:"dense_spans"`
 	// TraceSpans counts the members the last mount's trace listed, and
 	// PrefetchSpans those of them fetched (not already cached) before
-	// they were asked for.
+	// they were asked for, by the prefetch or the kernel prefill.
 	TraceSpans    int64 `json:"trace_spans"`
 	PrefetchSpans int64 `json:"prefetch_spans"`
 	// TracedSpans counts the members this mount recorded in its trace

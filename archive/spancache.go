@@ -171,9 +171,10 @@ func (c *SpanCache) Budget() int64 { return c.so.size }
 // returns each one's inflated bytes, verified against the member.
 type fetchFunc func(ctx context.Context, run []Member) ([][]byte, error)
 
-// spanCounts says how a get was served.
+// spanCounts says how a get was served. Of the misses, ensure counts in
+// owned those it fetched itself (the others another caller was fetching).
 type spanCounts struct {
-	hits, misses int
+	hits, misses, owned int
 }
 
 // get returns the inflated bytes of each of ms, adjacent members of one
@@ -201,6 +202,7 @@ func (c *SpanCache) get(ctx context.Context, ms []Member, fetch fetchFunc) ([][]
 	}
 	counts.misses = len(missing)
 	owned, waits := c.claim(ms, missing)
+	counts.owned = len(owned)
 	if err := c.fetchOwned(ctx, ms, owned, fetch); err != nil {
 		return nil, counts, err
 	}
@@ -239,6 +241,7 @@ func (c *SpanCache) ensure(ctx context.Context, ms []Member, fetch fetchFunc) (s
 	}
 	counts.misses = len(missing)
 	owned, waits := c.claim(ms, missing)
+	counts.owned = len(owned)
 	if err := c.fetchOwned(ctx, ms, owned, fetch); err != nil {
 		return counts, err
 	}
