@@ -50,8 +50,8 @@ const (
 	// prefillWorkers files are read and stored at once, each worker
 	// taking runs of prefillChunk files in the trace's order: reading
 	// (a span's first read in a process checks its SHA-256) and storing
-	// (a copy into new pages) are CPU work, and listing a directory is
-	// round trips to the filesystem.
+	// (a copy into new pages) are CPU work, which more workers than two
+	// did not make faster on the 2-CPU hosts measured.
 	prefillWorkers = 2
 	prefillChunk   = 32
 	// prefillListers directories are listed at once, ahead of the
@@ -80,7 +80,7 @@ func (m *Mount) startPrefill(afs *archiveFS, src prefillSource) {
 	m.prefillStop, m.prefillDone = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(m.prefillDone)
-		m.prefill(afs, src, nodes, dirs)
+		m.prefill(src, nodes, dirs)
 	}()
 }
 
@@ -96,55 +96,44 @@ func (m *Mount) stopPrefill(wait time.Duration) {
 	}
 }
 
+// prefillJob is one mount's prefill: nodes to store, in order, each after
+// its directory dirs[i] (by the path the trace named it) is listed.
+type prefillJob struct {
+	m     *Mount
+	src   prefillSource
+	nodes []*fsNode
+	dirs  []string
+	// listed is each directory's listing; order the directories in the
+	// order the files need them.
+	listed map[string]*listing
+	order  []string
+
+	stored, bytes atomic.Int64
+	refused       atomic.Int64 // files in a row the kernel refused
+}
+
+// listing is one directory's: done is closed once it is listed, and ok
+// says whether it could be.
+type listing struct {
+	done chan struct{}
+	ok   bool
+}
+
 // prefill stores nodes, in order, in the kernel's page cache, after listing
-// dirs[i], the directory of nodes[i] (by the path the trace named it).
-// Files the kernel has already asked to read are passed over: their pages
-// are there. (Jumping ahead of the latest read instead would leave out the
-// files a reader in another order has yet to read.)
-func (m *Mount) prefill(afs *archiveFS, src prefillSource, nodes []*fsNode, dirs []string) {
+// dirs[i], the directory of nodes[i]. Files the kernel has already asked to
+// read are passed over: their pages are there. (Jumping ahead of the
+// latest read instead would leave out the files a reader in another order
+// has yet to read.)
+func (m *Mount) prefill(src prefillSource, nodes []*fsNode, dirs []string) {
 	start := time.Now()
-	var (
-		stored  atomic.Int64
-		bytes   atomic.Int64
-		refused atomic.Int64 // files in a row the kernel refused
-	)
-	// The directories are listed in the order the files need them, by
-	// goroutines running ahead of the workers, and a worker waits only for
-	// its file's directory. The files of a directory that could not be
-	// listed are left to lookups.
-	type listing struct {
-		done chan struct{}
-		ok   bool
-	}
-	listed := map[string]*listing{}
-	var order []string
+	j := &prefillJob{m: m, src: src, nodes: nodes, dirs: dirs, listed: map[string]*listing{}}
 	for _, d := range dirs {
-		if listed[d] == nil {
-			listed[d] = &listing{done: make(chan struct{})}
-			order = append(order, d)
+		if j.listed[d] == nil {
+			j.listed[d] = &listing{done: make(chan struct{})}
+			j.order = append(j.order, d)
 		}
 	}
-	next := atomic.Int64{}
-	var listers sync.WaitGroup
-	for range prefillListers {
-		listers.Add(1)
-		go func() {
-			defer listers.Done()
-			for {
-				k := int(next.Add(1)) - 1
-				if k >= len(order) {
-					return
-				}
-				l := listed[order[k]]
-				select {
-				case <-m.prefillStop:
-				default:
-					l.ok = m.list(order[k])
-				}
-				close(l.done)
-			}
-		}()
-	}
+	j.listAhead()
 	type run struct{ from, to int }
 	runs := make(chan run)
 	var wg sync.WaitGroup
@@ -155,42 +144,13 @@ func (m *Mount) prefill(afs *archiveFS, src prefillSource, nodes []*fsNode, dirs
 			var buf []byte
 			for r := range runs {
 				for i := r.from; i < r.to; i++ {
-					select {
-					case <-m.prefillStop:
-						continue
-					default:
-					}
-					n := nodes[i]
-					l := listed[dirs[i]]
-					<-l.done
-					if !l.ok || n.read.Load() {
-						continue
-					}
-					// A failed read was logged by the storage; the
-					// read that needs the file will meet it again.
-					if cap(buf) < int(n.attr.Size) {
-						buf = make([]byte, n.attr.Size)
-					}
-					b := buf[:n.attr.Size]
-					if src.prefillRead(n.clip, b) != nil {
-						continue
-					}
-					if errno := n.WriteCache(0, b); errno != 0 {
-						if refused.Add(1) == prefillGiveUp {
-							src.prefillLog().Debugf("prefill: the kernel refused %d files in a row (last %s: %v); stopping", prefillGiveUp, n.clip.Path, errno)
-						}
-						continue
-					}
-					refused.Store(0)
-					stored.Add(1)
-					bytes.Add(int64(len(b)))
-					src.notePrefilled(int64(len(b)))
+					buf = j.store(i, buf)
 				}
 			}
 		}()
 	}
 feed:
-	for i := 0; i < len(nodes) && refused.Load() < prefillGiveUp; i += prefillChunk {
+	for i := 0; i < len(nodes) && j.refused.Load() < prefillGiveUp; i += prefillChunk {
 		select {
 		case runs <- run{i, min(i+prefillChunk, len(nodes))}:
 		case <-m.prefillStop:
@@ -199,7 +159,68 @@ feed:
 	}
 	close(runs)
 	wg.Wait()
-	src.prefillLog().Debugf("prefill: stored %d of %d files (%d bytes) in the kernel's page cache in %s", stored.Load(), len(nodes), bytes.Load(), time.Since(start).Round(time.Millisecond))
+	src.prefillLog().Debugf("prefill: stored %d of %d files (%d bytes) in the kernel's page cache in %s", j.stored.Load(), len(nodes), j.bytes.Load(), time.Since(start).Round(time.Millisecond))
+}
+
+// listAhead lists the directories in the order the files need them, with
+// prefillListers goroutines running ahead of the workers; a worker waits
+// only for its file's directory. The files of a directory that could not
+// be listed are left to lookups.
+func (j *prefillJob) listAhead() {
+	var next atomic.Int64
+	for range prefillListers {
+		go func() {
+			for {
+				k := int(next.Add(1)) - 1
+				if k >= len(j.order) {
+					return
+				}
+				l := j.listed[j.order[k]]
+				select {
+				case <-j.m.prefillStop:
+				default:
+					l.ok = j.m.list(j.order[k])
+				}
+				close(l.done)
+			}
+		}()
+	}
+}
+
+// store stores file i in the kernel's page cache, reading it into buf,
+// and returns buf (grown if it had to be).
+func (j *prefillJob) store(i int, buf []byte) []byte {
+	select {
+	case <-j.m.prefillStop:
+		return buf
+	default:
+	}
+	n := j.nodes[i]
+	l := j.listed[j.dirs[i]]
+	<-l.done
+	if !l.ok || n.read.Load() {
+		return buf
+	}
+	if cap(buf) < int(n.attr.Size) {
+		buf = make([]byte, n.attr.Size)
+	}
+	b := buf[:n.attr.Size]
+	// A failed read was logged by the storage; the read that needs the
+	// file will meet it again.
+	if j.src.prefillRead(n.clip, b) != nil {
+		return buf
+	}
+	if errno := n.WriteCache(0, b); errno != 0 {
+		if j.refused.Add(1) == prefillGiveUp {
+			j.src.prefillLog().Debugf("prefill: the kernel refused %d files in a row (last %s: %v); stopping", prefillGiveUp, n.clip.Path, errno)
+		}
+		return buf
+	}
+	j.refused.Store(0)
+	j.stored.Add(1)
+	j.bytes.Add(int64(len(b)))
+	j.src.notePrefilled(int64(len(b)))
+	return buf
 }
 
 // noteRead marks n as read through the filesystem, for the prefill.
