@@ -11,6 +11,8 @@ WORK="$(mktemp -d /tmp/clipbuild-demo-XXXXXX)"
 IMAGE="localhost/clipbuild-demo-$$:latest"
 MNT="$WORK/mnt"
 CACHE="$WORK/cache"
+SPANS="$WORK/spans"
+STATS="$WORK/mount-stats.json"
 MOUNT_PID=""
 REGISTRY_PID=""
 
@@ -59,26 +61,24 @@ echo "== inspect"
 "$BIN" inspect "$WORK/hello.clip"
 echo
 echo "== mount and read one file"
-"$BIN" mount --cache-dir "$CACHE" "$WORK/hello.clip" "$MNT" &
+"$BIN" mount --cache-dir "$CACHE" --span-cache-dir "$SPANS" --stats "$STATS" "$WORK/hello.clip" "$MNT" &
 MOUNT_PID=$!
 for _ in $(seq 1 100); do mountpoint -q "$MNT" && break; sleep 0.1; done
 mountpoint -q "$MNT" || { echo "demo: mount did not come up" >&2; exit 1; }
 start=$(date +%s%N)
 content="$(cat "$MNT/app/hello.txt")"
 end=$(date +%s%N)
-fetched=$(find "$CACHE" -type f -name '*.tar' -printf '%s\n' 2>/dev/null | awk '{s += $1} END {print s + 0}')
 echo "read /app/hello.txt in $(( (end - start) / 1000 )) us: $content"
-echo "layer data fetched for it (uncompressed, in the cache): ${fetched:-0} bytes"
 ls -l "$MNT/app" "$MNT/app/data"
 kill -TERM "$MOUNT_PID"; wait "$MOUNT_PID"; MOUNT_PID=""
 echo
-python3 - "$WORK/result.json" "${fetched:-0}" <<'PY'
+python3 - "$WORK/result.json" "$STATS" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-fetched = int(sys.argv[2])
+st = json.load(open(sys.argv[2]))
 print(f"archive: clip v{r['clipVersion']}, {r['archiveBytes']} bytes, pinned to {r['imageRef']}")
 print(f"image layers: {r['imageBytes']} bytes; archive/image = {r['archiveBytes']/max(r['imageBytes'],1):.4%}")
-print(f"uncompressed bytes fetched to read one file: {fetched}")
+print(f"bytes fetched from the registry for the mount (compressed, by range): {st['bytes_fetched']} in {st['requests']} request(s), {st['spans_fetched']} span(s)")
 for s in r["stages"]:
     print(f"  {s['name']:<8} {s['seconds']:.3f}s")
 if r.get("fallbackReason"):
