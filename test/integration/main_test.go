@@ -77,10 +77,10 @@ func runTests(m *testing.M) int {
 	return code
 }
 
-// buildahContainers is the set of IDs of the containers in buildah's
-// store (buildah's own and others'), or nil when buildah cannot list them.
-func buildahContainers() map[string]bool {
-	out, err := exec.Command("buildah", "containers", "--all", "--quiet", "--notruncate").Output()
+// buildahIDs is the set of IDs that buildah with args lists, one per
+// field, or nil when buildah cannot list them.
+func buildahIDs(args ...string) map[string]bool {
+	out, err := exec.Command("buildah", args...).Output()
 	if err != nil {
 		return nil
 	}
@@ -89,6 +89,12 @@ func buildahContainers() map[string]bool {
 		ids[id] = true
 	}
 	return ids
+}
+
+// buildahContainers is the set of IDs of the containers in buildah's
+// store (buildah's own and others'), or nil when buildah cannot list them.
+func buildahContainers() map[string]bool {
+	return buildahIDs("containers", "--all", "--quiet", "--notruncate")
 }
 
 // removeNewContainers removes the containers that are not in before:
@@ -129,15 +135,7 @@ func removeNewContainers(before map[string]bool) {
 // untaggedImages is the set of IDs of the images without a name in
 // buildah's store, or nil when buildah cannot list them.
 func untaggedImages() map[string]bool {
-	out, err := exec.Command("buildah", "images", "--quiet", "--no-trunc", "--filter", "dangling=true").Output()
-	if err != nil {
-		return nil
-	}
-	ids := map[string]bool{}
-	for _, id := range strings.Fields(string(out)) {
-		ids[id] = true
-	}
-	return ids
+	return buildahIDs("images", "--quiet", "--no-trunc", "--filter", "dangling=true")
 }
 
 // removeNewUntaggedImages removes the images without a name that are not
