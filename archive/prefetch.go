@@ -187,6 +187,7 @@ func (s *rangedStorage) writeTrace() {
 	if r == nil {
 		return
 	}
+	<-s.traceLoaded // the last trace is read before this one replaces it
 	r.timer.Stop()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -286,8 +287,12 @@ func (s *rangedStorage) loadTrace() {
 }
 
 // prefillFiles returns the files the last mount's trace lists, in the
-// order they were read, for the mount to put in the kernel's caches.
-func (s *rangedStorage) prefillFiles() []string { return s.traceFiles }
+// order they were read, for the mount to put in the kernel's caches, once
+// the trace is read.
+func (s *rangedStorage) prefillFiles() []string {
+	<-s.traceLoaded
+	return s.traceFiles
+}
 
 // notePrefilled counts a file of n bytes stored in the kernel's page cache.
 func (s *rangedStorage) notePrefilled(n int64) {

@@ -32,7 +32,8 @@ import (
 
 // prefillSource is a storage that knows which files to prefill.
 type prefillSource interface {
-	// prefillFiles returns archive paths, in the order to store them.
+	// prefillFiles returns archive paths, in the order to store them; it
+	// may wait for them to be read.
 	prefillFiles() []string
 	// notePrefilled counts a file of n bytes stored in the kernel.
 	notePrefilled(n int64)
@@ -60,27 +61,28 @@ const (
 	prefillListers = 2
 )
 
-// startPrefill starts the prefill of the files src lists, if any.
+// startPrefill starts the prefill of the files src lists, in the
+// background: reading the trace and finding its files in the tree do not
+// delay the mount.
 func (m *Mount) startPrefill(afs *archiveFS, src prefillSource) {
-	var nodes []*fsNode
-	var dirs []string
-	queued := map[*fsNode]bool{} // a hard link's other names
-	for _, p := range src.prefillFiles() {
-		n := afs.node(p)
-		if n == nil || n.attr.Mode&syscall.S_IFMT != syscall.S_IFREG || n.attr.Size == 0 || n.attr.Size > prefillMaxFile || queued[n] {
-			continue
-		}
-		queued[n] = true
-		nodes = append(nodes, n)
-		dirs = append(dirs, path.Dir(p))
-	}
-	if len(nodes) == 0 {
-		return
-	}
 	m.prefillStop, m.prefillDone = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(m.prefillDone)
-		m.prefill(src, nodes, dirs)
+		var nodes []*fsNode
+		var dirs []string
+		queued := map[*fsNode]bool{} // a hard link's other names
+		for _, p := range src.prefillFiles() {
+			n := afs.node(p)
+			if n == nil || n.attr.Mode&syscall.S_IFMT != syscall.S_IFREG || n.attr.Size == 0 || n.attr.Size > prefillMaxFile || queued[n] {
+				continue
+			}
+			queued[n] = true
+			nodes = append(nodes, n)
+			dirs = append(dirs, path.Dir(p))
+		}
+		if len(nodes) > 0 {
+			m.prefill(src, nodes, dirs)
+		}
 	}()
 }
 

@@ -48,9 +48,11 @@ type rangedStorage struct {
 	trace      *traceRecorder // nil when not recording
 	prefetched chan struct{}  // closed when the trace's prefetch has ended
 	// traceRefs and traceFiles are what the last mount's trace lists,
-	// when prefetching.
-	traceRefs  []spanRef
-	traceFiles []string
+	// when prefetching, read in the background (not to delay the mount);
+	// traceLoaded is closed once they are.
+	traceRefs   []spanRef
+	traceFiles  []string
+	traceLoaded chan struct{}
 
 	stats rangedCounters
 }
@@ -131,7 +133,7 @@ func newRangedStorage(meta *common.ClipArchiveMetadata, members map[string][]Mem
 		o(&ro)
 	}
 	s := &rangedStorage{meta: meta, layers: map[string]*seekableLayer{}, blobs: blobs, cache: cache, fallback: fallback, ro: ro,
-		closed: make(chan struct{}), prefetched: make(chan struct{})}
+		closed: make(chan struct{}), prefetched: make(chan struct{}), traceLoaded: make(chan struct{})}
 	if zs, ok := fallback.(*zranStorage); ok {
 		zs.stats = &s.stats // pulled layers' reads count with the others
 		zs.noteRead = func(dg string, first, last int) { s.trace.note(dg, first, last) }
@@ -145,11 +147,12 @@ func newRangedStorage(meta *common.ClipArchiveMetadata, members map[string][]Mem
 			s.layers[dg] = l
 		}
 	}
-	s.loadTrace()
 	s.startTrace()
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
+		s.loadTrace()
+		close(s.traceLoaded)
 		s.prefetchTrace()
 	}()
 	return s, nil
