@@ -171,8 +171,9 @@ func (c *SpanCache) Budget() int64 { return c.so.size }
 // returns each one's inflated bytes, verified against the member.
 type fetchFunc func(ctx context.Context, run []Member) ([][]byte, error)
 
-// spanCounts says how a get was served. Of the misses, ensure counts in
-// owned those it fetched itself (the others another caller was fetching).
+// spanCounts says how a get or an ensure was served. Of the misses,
+// ensure counts in owned those it fetched itself (the others another
+// caller was fetching).
 type spanCounts struct {
 	hits, misses, owned int
 }
@@ -202,7 +203,6 @@ func (c *SpanCache) get(ctx context.Context, ms []Member, fetch fetchFunc) ([][]
 	}
 	counts.misses = len(missing)
 	owned, waits := c.claim(ms, missing)
-	counts.owned = len(owned)
 	if err := c.fetchOwned(ctx, ms, owned, fetch); err != nil {
 		return nil, counts, err
 	}
