@@ -48,9 +48,11 @@ const (
 // one file per member named by the SHA-256 of its bytes, so that it is
 // shared by every mount on the host and by every layer or image that holds
 // the same member, and survives restarts. A span read from disk is hashed
-// before it is served, once in each process: after that its file stays
-// open and reads take their bytes from it in place while it is unchanged
-// (spanFiles). The cache is bounded: past its budget, the
+// before it is served, once: the check leaves a seal on the file
+// (spanseal.go), and a process that finds the seal matching the file's
+// present size and modification time trusts it unhashed. A trusted file
+// stays open and reads take their bytes from it in place while it is
+// unchanged (spanFiles). The cache is bounded: past its budget, the
 // spans used least recently (by file time, refreshed on hits) are removed
 // down to 90% of it by one process at a time (flock on DIR/lock); files
 // that vanish meanwhile are fine. Writes are atomic (an unnamed file linked
@@ -73,6 +75,9 @@ type SpanCache struct {
 	// estimate is the bytes on disk found by the last sweep plus those this
 	// process has written since: a sweep runs when it passes the budget.
 	estimate atomic.Int64
+	// hashed counts the bytes of span files hashed on disk (those without
+	// a seal of their present state).
+	hashed atomic.Int64
 }
 
 // spanCall is one fetch of a span that other readers wait for.
@@ -501,10 +506,18 @@ func (c *SpanCache) load(m Member) ([]byte, error) {
 			return nil, fmt.Errorf("reading cached span %s: %w", p, err)
 		}
 	}
-	sum := sha256.Sum256(b)
-	if b == nil || hex.EncodeToString(sum[:]) != m.SHA256 {
-		os.Remove(p)
-		return nil, fmt.Errorf("cached span %s: %d bytes with sha256 %x, want %d bytes with its name; removed it: %w", p, st.Size(), sum, m.ULen, ErrSpanCorrupt)
+	// Sealed and unchanged since the stat, the bytes read are the ones
+	// checked.
+	if b == nil || !sealed(f, m.SHA256, st) || !unchanged(f, st) {
+		sum := sha256.Sum256(b)
+		c.hashed.Add(int64(len(b)))
+		if b == nil || hex.EncodeToString(sum[:]) != m.SHA256 {
+			os.Remove(p)
+			return nil, fmt.Errorf("cached span %s: %d bytes with sha256 %x, want %d bytes with its name; removed it: %w", p, st.Size(), sum, m.ULen, ErrSpanCorrupt)
+		}
+		if !seal(f, m.SHA256, st) {
+			return b, nil // checked as read, but changed since: not to be read in place
+		}
 	}
 	keep = true
 	c.files.add(m.SHA256, f, st)
@@ -559,6 +572,9 @@ func (c *SpanCache) store(m Member, data []byte) error {
 		named = true
 	}
 	written, _ := f.Stat()
+	if written != nil {
+		seal(f, m.SHA256, written) // the bytes were checked before they were stored
+	}
 	if err := f.Close(); err != nil {
 		return err
 	}

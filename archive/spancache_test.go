@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // testMember returns n pseudo-random bytes seeded by seed, and a member
@@ -291,7 +293,8 @@ func TestSpanCacheReadsInPlace(t *testing.T) {
 		t.Errorf("readAt() past the span's end = true, want false")
 	}
 
-	// Another process loads it from disk once, hashing it, then reads in place.
+	// Another process loads it from disk once (its seal spares the hash),
+	// then reads in place.
 	c2, err := OpenSpanCache(dir, WithMemoryCache(0))
 	if err != nil {
 		t.Fatal(err)
@@ -413,4 +416,79 @@ func mustStat(t *testing.T, p string) os.FileInfo {
 		t.Fatal(err)
 	}
 	return fi
+}
+
+// TestSpanSealSparesLaterProcessesTheHash: a span checked once (here,
+// stored from fetched bytes) carries a seal, so a later process trusts its
+// file without hashing it, for reading in place and for loading; a file
+// written to since, one whose seal names another span, and one with no
+// seal are hashed, and only the right bytes are served.
+func TestSpanSealSparesLaterProcessesTheHash(t *testing.T) {
+	dir := t.TempDir()
+	m, b := testMember(9, 0, 64<<10)
+	m2, b2 := testMember(9, 1, 64<<10)
+	data := map[string][]byte{m.SHA256: b, m2.SHA256: b2}
+	var fetches, fetched atomic.Int32
+	fetch := fetchFrom(data, 0, &fetches, &fetched)
+	process := func() *SpanCache { return openTestSpanCache(t, dir, WithMemoryCache(0)) }
+	if _, _, err := process().get(context.Background(), []Member{m, m2}, fetch); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "sha256", m.SHA256)
+	if _, err := unix.Getxattr(p, sealXattr, make([]byte, 128)); err != nil {
+		t.Fatalf("the stored span has no seal (%s): %v; the test directory's filesystem must keep user xattrs", sealXattr, err)
+	}
+
+	c := process()
+	if !c.trustFile(m) || c.hashed.Load() != 0 {
+		t.Fatalf("trustFile(sealed span) in a new process: trusted %t, %d bytes hashed; want trusted, none hashed", c.files.acquire(m.SHA256) != nil, c.hashed.Load())
+	}
+	got := make([]byte, 100)
+	if !c.readAt(m, got, 7) || !bytes.Equal(got, b[7:107]) {
+		t.Fatalf("readAt(sealed span) = %q, want %q", got, b[7:107])
+	}
+	c = process()
+	if spans, _, err := c.get(context.Background(), []Member{m}, fetch); err != nil || !bytes.Equal(spans[0], b) || c.hashed.Load() != 0 {
+		t.Fatalf("get(sealed span) in a new process: %v, %d bytes hashed; want its bytes, none hashed", err, c.hashed.Load())
+	}
+
+	// No seal: hashed once, and sealed for the next process.
+	if err := unix.Removexattr(p, sealXattr); err != nil {
+		t.Fatal(err)
+	}
+	if c = process(); !c.trustFile(m) || c.hashed.Load() != m.ULen {
+		t.Fatalf("trustFile(unsealed span): %d bytes hashed, want %d and trusted", c.hashed.Load(), m.ULen)
+	}
+	if c = process(); !c.trustFile(m) || c.hashed.Load() != 0 {
+		t.Fatalf("trustFile(span sealed by the last process): %d bytes hashed, want none", c.hashed.Load())
+	}
+
+	// Written to since its seal: hashed, refused, dropped.
+	bad := append([]byte(nil), b...)
+	bad[len(bad)/2] ^= 0x04
+	time.Sleep(10 * time.Millisecond) // a modification time of its own
+	if err := os.WriteFile(p, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if c = process(); c.trustFile(m) || c.hashed.Load() != m.ULen {
+		t.Errorf("trustFile(span written since its seal) = %t with %d bytes hashed, want false with %d", c.files.acquire(m.SHA256) != nil, c.hashed.Load(), m.ULen)
+	}
+	if _, _, err := process().get(context.Background(), []Member{m}, fetch); !errors.Is(err, ErrSpanCorrupt) {
+		t.Errorf("get(span written since its seal) = %v, want ErrSpanCorrupt", err)
+	}
+
+	// Another span's file, seal and all, under this span's name.
+	p2 := filepath.Join(dir, "sha256", m2.SHA256)
+	if err := os.Rename(p2, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(p, p2); err != nil {
+		t.Fatal(err)
+	}
+	if c = process(); c.trustFile(m) {
+		t.Errorf("trustFile(span under another's name, with its seal) = true, want false")
+	}
+	if _, _, err := process().get(context.Background(), []Member{m}, fetch); !errors.Is(err, ErrSpanCorrupt) {
+		t.Errorf("get(span under another's name, with its seal) = %v, want ErrSpanCorrupt", err)
+	}
 }

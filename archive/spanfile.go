@@ -15,16 +15,15 @@ import (
 // Go raises to the hard limit at start.
 const defaultOpenSpans = 4096
 
-// spanFiles are the span files this process has hashed (read from disk, or
-// written from bytes it fetched and checked), kept open so that a read of
-// a few bytes of a span reads just those bytes, in place, rather than the
-// whole span and its hash again: a span is hashed once when it enters a
-// process.
+// spanFiles are the span files this process trusts (hashed on disk, found
+// with a seal of their state, or written from bytes it fetched and
+// checked), kept open so that a read of a few bytes of a span reads just
+// those bytes, in place, rather than the whole span and its hash again.
 //
-// A file is trusted only while it is the one hashed: an open file keeps
+// A file is trusted only while it is the one checked: an open file keeps
 // its inode even when the span is evicted from the cache or replaced, and
 // a change of its size or modification time (anything writing to it) drops
-// it, so the next read loads and hashes it again. Past the bound no more
+// it, so the next read loads and checks it again. Past the bound no more
 // files are kept. None is closed while the cache is in use, dropped ones
 // included (they are closed with the cache, when it is garbage, or with the
 // process): reads of a file run concurrently, without a lock, and one
@@ -108,8 +107,9 @@ func (s *spanFiles) acquire(key string) *spanFile {
 
 // retime keeps span key's file trusted after this process refreshed its
 // times (the cache's LRU touch), when the file held open is the one at
-// fi's path and its size is unchanged; without it, each touch would drop
-// the file, and with it an open descriptor.
+// fi's path and its size is unchanged, and seals it anew; without it, each
+// touch would drop the file, and with it an open descriptor (and the next
+// process would hash it again).
 func (s *spanFiles) retime(key string, fi os.FileInfo) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -119,6 +119,7 @@ func (s *spanFiles) retime(key string, fi os.FileInfo) {
 	}
 	if st, err := sf.f.Stat(); err == nil && os.SameFile(st, fi) && st.Size() == sf.size {
 		sf.mtime = st.ModTime().UnixNano()
+		seal(sf.f, key, st)
 	}
 }
 
@@ -187,8 +188,9 @@ func readSpansInPlace(c *SpanCache, ms []Member, uoff int64, dest []byte) bool {
 var hashBuffers = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
 
 // trustFile hashes the span file of m on disk, through a small buffer
-// rather than by loading it, and when its bytes are m's keeps it open to be
-// read in place (spanFiles). It reports whether the file is now trusted.
+// rather than by loading it, unless it carries a seal of its present state
+// (spanseal.go), and when its bytes are m's keeps it open to be read in
+// place (spanFiles). It reports whether the file is now trusted.
 // One caller hashes a file; others wanting it meanwhile wait for it. A
 // file that is missing or not right is left alone here: load fetches the
 // one, and removes the other.
@@ -215,13 +217,16 @@ func (c *SpanCache) trustFile(m Member) bool {
 		f.Close()
 		return false
 	}
-	h := sha256.New()
-	bp := hashBuffers.Get().(*[]byte)
-	_, err = io.CopyBuffer(h, io.NewSectionReader(f, 0, m.ULen), *bp)
-	hashBuffers.Put(bp)
-	if err != nil || hex.EncodeToString(h.Sum(nil)) != m.SHA256 {
-		f.Close()
-		return false
+	if !sealed(f, m.SHA256, st) {
+		h := sha256.New()
+		bp := hashBuffers.Get().(*[]byte)
+		_, err = io.CopyBuffer(h, io.NewSectionReader(f, 0, m.ULen), *bp)
+		hashBuffers.Put(bp)
+		c.hashed.Add(m.ULen)
+		if err != nil || hex.EncodeToString(h.Sum(nil)) != m.SHA256 || !seal(f, m.SHA256, st) {
+			f.Close()
+			return false
+		}
 	}
 	c.files.add(m.SHA256, f, st)
 	c.touch(m)
