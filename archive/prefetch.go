@@ -382,7 +382,9 @@ func (s *rangedStorage) prefetchTrace() {
 		runs = append(runs, layerRun{digest: ref.Layer, members: ms, fetch: fetch, from: ref.Member, to: ref.Member + 1, bytes: ms[ref.Member].ULen})
 	}
 	s.ro.log.Debugf("prefetching %d spans the last mount read first, in %d runs", len(refs), len(runs))
+	start := time.Now()
 	s.fetchRuns(runs, &s.stats.prefetchSpans, "prefetching", true)
+	s.ro.log.Debugf("prefetched the last mount's spans in %s", time.Since(start).Round(time.Millisecond))
 }
 
 // layerRun is spans from to to (exclusive) of layer digest, bytes of

@@ -42,6 +42,27 @@ func zranSample(seed int64, n int) []byte {
 	return b.Bytes()[:n]
 }
 
+// farMatches returns n bytes of units of fresh random bytes (2 to 30 KiB)
+// each followed by a copy of up to 12 KiB of the bytes before them, as far
+// back as gzip's matches reach: a match nearly 32 KiB back after up to 30 KiB
+// of literals.
+func farMatches(seed int64, n int) []byte {
+	rng := rand.New(rand.NewSource(seed))
+	b := make([]byte, 32<<10, n+64<<10)
+	rng.Read(b)
+	for len(b) < n {
+		fresh := make([]byte, 2<<10+rng.Intn(28<<10))
+		rng.Read(fresh)
+		// gzip matches at most 32 KiB - 262 bytes back
+		reach := 32<<10 - 512 - len(fresh)
+		size := min(12<<10, reach)
+		from := len(b) - reach
+		prev := append([]byte(nil), b[from:from+size]...)
+		b = append(append(b, fresh...), prev...)
+	}
+	return b[:n]
+}
+
 // gzipCLI compresses b with the gzip command at the given level.
 func gzipCLI(t *testing.T, b []byte, level int) []byte {
 	t.Helper()
@@ -205,6 +226,10 @@ func TestZranResumesExactly(t *testing.T) {
 	// that have a name, a comment and an extra field.
 	empties := members(t, other, []int{0, 0, 1 << 20, 1 << 20, 1 << 20, 2 << 20, len(other)}, []int{6},
 		func(t *testing.T, b []byte, level int) []byte { return gzipMember(t, b, level, 0) })
+	// Matches that reach far back after a stretch of literals: fresh
+	// random bytes, then a copy of the bytes before them, so a point's
+	// window may go unused for kilobytes and then be needed.
+	far := farMatches(4, 8<<20)
 	tests := []struct {
 		name string
 		blob []byte
@@ -212,6 +237,7 @@ func TestZranResumesExactly(t *testing.T) {
 		span int64
 	}{
 		{"gzip -6 text and random", gzipCLI(t, text, 6), text, 128 << 10},
+		{"gzip -6, far matches after literals", gzipCLI(t, far, 6), far, 64 << 10},
 		{"gzip -1", gzipCLI(t, other, 1), other, 64 << 10},
 		{"gzip -9", gzipCLI(t, other, 9), other, 200 << 10},
 		{"go gzip default", gzipGo(t, other, gzip.DefaultCompression), other, 100 << 10},
@@ -230,9 +256,27 @@ func TestZranResumesExactly(t *testing.T) {
 		{"default span", gzipCLI(t, text, 6), text, DefaultZranSpan},
 	}
 	primed := 0 // points that need inflatePrime (stored blocks end byte-aligned)
+	// Points past a member's start, with and without the window that
+	// resuming there needs (kept only then): both kinds must resume
+	// exactly.
+	windowed, bare := 0, 0
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ix := zranIndexOf(t, tc.blob, tc.want, tc.span)
+			for _, p := range ix.Points[1:] {
+				if len(p.Window) > 0 {
+					windowed++
+				} else {
+					bare++
+				}
+			}
+			if tc.name == "stored blocks only" {
+				for i, p := range ix.Points {
+					if len(p.Window) > 0 {
+						t.Errorf("point %d in stored blocks keeps a %d-byte window: resuming there needs none", i, len(p.Window))
+					}
+				}
+			}
 			// Points fall on block boundaries, and a block may be long.
 			if min := len(tc.want) / int(tc.span*8); len(ix.Points) < min {
 				t.Fatalf("%d points, want at least %d", len(ix.Points), min)
@@ -297,6 +341,9 @@ func TestZranResumesExactly(t *testing.T) {
 	}
 	if primed == 0 {
 		t.Error("no point needs inflatePrime: the bit offset path is untested")
+	}
+	if windowed == 0 || bare == 0 {
+		t.Errorf("%d points with a window and %d without: both must be tested", windowed, bare)
 	}
 }
 
