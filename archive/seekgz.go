@@ -3,10 +3,12 @@ package archive
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"io"
 	"runtime"
 	"sync"
@@ -480,9 +482,11 @@ func (sw *SeekableWriter) UncompressedSize() int64 { return sw.uSize }
 const maxDeflateRatio = 1032
 
 // InflateMember decompresses one member from src, which must hold exactly
-// its m.CLen compressed bytes, and checks the result's length and SHA-256
-// against m. A mismatch wraps ErrMemberMismatch; corrupt gzip is reported
-// as the gzip reader's error. It never returns bytes that fail the checks.
+// its m.CLen compressed bytes, and checks the result's length, the gzip
+// trailer's CRC-32 and size, and the SHA-256 against m. A mismatch wraps
+// ErrMemberMismatch; corrupt gzip is reported as zlib's error. It never
+// returns bytes that fail the checks. It inflates with zlib, which is
+// about twice as fast as Go's inflate on the text of a layer.
 func InflateMember(src []byte, m Member) ([]byte, error) {
 	if int64(len(src)) != m.CLen {
 		return nil, fmt.Errorf("inflating member at %d: %d compressed bytes, index says %d: %w", m.UOff, len(src), m.CLen, ErrMemberMismatch)
@@ -490,30 +494,27 @@ func InflateMember(src []byte, m Member) ([]byte, error) {
 	if m.ULen < 0 || m.ULen > maxDeflateRatio*m.CLen+1024 {
 		return nil, fmt.Errorf("inflating member at %d: impossible length %d for %d compressed bytes: %w", m.UOff, m.ULen, m.CLen, ErrMemberMismatch)
 	}
-	br := bytes.NewReader(src)
-	zr, err := gzip.NewReader(br)
-	if err != nil {
-		return nil, fmt.Errorf("inflating member at %d: %w", m.UOff, err)
+	if len(src) < 18 {
+		return nil, fmt.Errorf("inflating member at %d: %d bytes are too few for a gzip member: %w", m.UOff, len(src), ErrMemberMismatch)
 	}
-	zr.Multistream(false)
-	out := make([]byte, m.ULen)
-	if _, err := io.ReadFull(zr, out); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			err = fmt.Errorf("member shorter than %d bytes: %w", m.ULen, ErrMemberMismatch)
-		}
+	// One byte of room more than the member should need, to tell a
+	// longer one.
+	out := make([]byte, m.ULen+1)
+	nin, nout, ended, err := inflateOneMember(src, out)
+	switch {
+	case err != nil:
 		return nil, fmt.Errorf("inflating member at %d: %w", m.UOff, err)
-	}
-	var one [1]byte
-	if n, err := zr.Read(one[:]); n > 0 {
+	case int64(nout) > m.ULen:
 		return nil, fmt.Errorf("inflating member at %d: member longer than %d bytes: %w", m.UOff, m.ULen, ErrMemberMismatch)
-	} else if err != io.EOF {
-		if err == nil {
-			err = io.ErrNoProgress
-		}
-		return nil, fmt.Errorf("inflating member at %d: %w", m.UOff, err)
+	case !ended || int64(nout) < m.ULen:
+		return nil, fmt.Errorf("inflating member at %d: member shorter than %d bytes: %w", m.UOff, m.ULen, ErrMemberMismatch)
+	case nin != len(src):
+		return nil, fmt.Errorf("inflating member at %d: %d bytes after the member: %w", m.UOff, len(src)-nin, ErrMemberMismatch)
 	}
-	if br.Len() != 0 {
-		return nil, fmt.Errorf("inflating member at %d: %d bytes after the member: %w", m.UOff, br.Len(), ErrMemberMismatch)
+	out = out[:m.ULen:m.ULen]
+	trailer := src[len(src)-8:]
+	if crc, size := binary.LittleEndian.Uint32(trailer), binary.LittleEndian.Uint32(trailer[4:]); crc != crc32.ChecksumIEEE(out) || size != uint32(m.ULen) {
+		return nil, fmt.Errorf("inflating member at %d: gzip trailer has crc %08x and size %d, the member's bytes crc %08x and size %d: %w", m.UOff, crc, size, crc32.ChecksumIEEE(out), uint32(m.ULen), ErrMemberMismatch)
 	}
 	if sum := sha256.Sum256(out); hex.EncodeToString(sum[:]) != m.SHA256 {
 		return nil, fmt.Errorf("inflating member at %d: sha256 %x, index says %s: %w", m.UOff, sum, m.SHA256, ErrMemberMismatch)
