@@ -158,6 +158,27 @@ func BenchmarkSeekable(b *testing.B) {
 	}
 }
 
+// BenchmarkSeekableMemberSize measures what smaller members cost in blob
+// size (out/in; compare with the 1 MiB row, the default), at the default
+// level: the price of finer range reads, where a read of a small file
+// fetches and inflates its whole member. Members are still cut at tar
+// entry boundaries, so at 4 KiB a text tree gets about one per file. Run
+// on the bench image's text layer with, for example:
+//
+//	SEEKGZ_BENCH_TARS=/tmp/text.tar go test ./archive/ -run '^$' -bench SeekableMemberSize -benchtime 1x
+func BenchmarkSeekableMemberSize(b *testing.B) {
+	for _, d := range seekBenchSets(b) {
+		for _, size := range []int{1 << 20, 256 << 10, 64 << 10, 16 << 10, 8 << 10, 4 << 10} {
+			b.Run(fmt.Sprintf("%s/member-%dKiB", d.name, size>>10), func(b *testing.B) {
+				seekBenchRun(b, runtime.GOMAXPROCS(0), d, func(w io.Writer) error {
+					sw := archive.NewSeekableWriter(w, archive.WithMemberSize(size))
+					return seekBenchFeed(sw, d)
+				})
+			})
+		}
+	}
+}
+
 // seekBenchFeed writes d in 32 KiB pieces, as io.Copy would, reporting
 // each boundary once its header block has been written.
 func seekBenchFeed(sw *archive.SeekableWriter, d seekBenchData) error {
