@@ -198,8 +198,12 @@ func (s *rangedStorage) writeTrace() {
 	if len(r.spans) == 0 {
 		return
 	}
-	s.stats.traced.Store(int64(len(r.spans)))
-	b, err := json.Marshal(traceFile{Version: traceVersion, Spans: r.spans, Files: keepOrder(s.traceFiles, r.files)})
+	spans, files := r.spans, keepOrder(s.traceFiles, r.files)
+	if time.Now().Before(r.deadline) {
+		spans, files = s.withRestOfLastTrace(spans, files, r.fileBytes)
+	}
+	s.stats.traced.Store(int64(len(spans)))
+	b, err := json.Marshal(traceFile{Version: traceVersion, Spans: spans, Files: files})
 	if err == nil {
 		err = os.MkdirAll(filepath.Dir(r.path), 0o700)
 	}
@@ -212,6 +216,47 @@ func (s *rangedStorage) writeTrace() {
 	if err != nil {
 		s.ro.log.Warnf("writing the read trace %s: %v", r.path, err)
 	}
+}
+
+// withRestOfLastTrace is for a mount that ended inside its window: what it
+// read is only the start of what a mount of the image reads, so the spans
+// and files that the last trace lists and this mount did not reach follow
+// its own, in the last trace's order (files within the prefill's limits,
+// fileBytes being those of files). A short mount would otherwise leave the
+// next one a shorter trace than the last.
+func (s *rangedStorage) withRestOfLastTrace(spans []spanRef, files []string, fileBytes int64) ([]spanRef, []string) {
+	lastSpans, lastFiles, err := s.readTrace(s.trace.path)
+	if err != nil {
+		s.ro.log.Debugf("read trace: keeping only this mount's: %v", err)
+		return spans, files
+	}
+	seen := make(map[spanRef]bool, len(spans))
+	for _, r := range spans {
+		seen[r] = true
+	}
+	for _, r := range lastSpans {
+		if !seen[r] {
+			seen[r] = true
+			spans = append(spans, r)
+		}
+	}
+	have := make(map[string]bool, len(files))
+	for _, f := range files {
+		have[f] = true
+	}
+	for _, f := range lastFiles {
+		var n *common.ClipNode
+		if s.meta != nil && s.meta.Index != nil {
+			n = s.meta.Get(f)
+		}
+		if have[f] || n == nil || n.Attr.Size > prefillMaxFile || fileBytes+int64(n.Attr.Size) > prefillBudget {
+			continue
+		}
+		have[f] = true
+		files = append(files, f)
+		fileBytes += int64(n.Attr.Size)
+	}
+	return spans, files
 }
 
 // keepOrder returns files, the files a mount read in its window, with

@@ -244,6 +244,41 @@ func TestPrefetchFetchesTheLastMountsSpans(t *testing.T) {
 	}
 }
 
+// TestPrefetchShortMountKeepsTheRestOfTheTrace: a mount that ends inside
+// its window writes what it read first, then what the last trace listed
+// that it did not reach; one whose window closed writes only its own.
+func TestPrefetchShortMountKeepsTheRestOfTheTrace(t *testing.T) {
+	f := newSeekableFixture(t)
+	path := TracePath(t.TempDir(), "sha256:"+fmt.Sprintf("%064x", 4))
+	mount := func(window time.Duration, files ...string) {
+		s := newTestRanged(t, f, openTestSpanCache(t, t.TempDir()), nil, withReadAhead(0), withDenseThreshold(0), withTrace(path, window, false))
+		readFiles(t, s, f, files...)
+		if window < time.Minute {
+			waitFor(t, "the trace's writing at the window's end", func() bool {
+				s.trace.mu.Lock()
+				defer s.trace.mu.Unlock()
+				return s.trace.written
+			})
+		}
+		s.Cleanup()
+	}
+	mount(time.Minute, "/small.txt", "/mid.bin")
+	mount(time.Minute, "/mid.bin")
+	want := traceFile{Version: traceVersion, Spans: refsOf(f, "/mid.bin", "/small.txt"), Files: []string{"/mid.bin", "/small.txt"}}
+	if diff := cmp.Diff(want, readTraceFile(t, path)); diff != "" {
+		t.Errorf("trace of a mount that ended inside its window (-want +got):\n%s", diff)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	mount(time.Minute, "/small.txt", "/mid.bin")
+	mount(300*time.Millisecond, "/mid.bin")
+	want = traceFile{Version: traceVersion, Spans: refsOf(f, "/mid.bin"), Files: []string{"/mid.bin"}}
+	if diff := cmp.Diff(want, readTraceFile(t, path)); diff != "" {
+		t.Errorf("trace of a mount whose window closed (-want +got):\n%s", diff)
+	}
+}
+
 func TestPrefetchIgnoresTraceOfOtherMembers(t *testing.T) {
 	f := newSeekableFixture(t)
 	path := TracePath(t.TempDir(), "sha256:"+fmt.Sprintf("%064x", 3))

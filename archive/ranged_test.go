@@ -257,7 +257,11 @@ func newTestRanged(t *testing.T, f *seekableFixture, cache *SpanCache, fallback 
 		t.Fatal(err)
 	}
 	opts = append([]rangedOption{withRangedLog(testEntry(t))}, opts...)
-	s, err := newRangedStorage(nil, map[string][]Member{f.digest: f.members}, rr, cache, fallback, opts...)
+	meta := &common.ClipArchiveMetadata{Index: newIndex()}
+	for _, n := range f.nodes {
+		meta.Index.Set(n)
+	}
+	s, err := newRangedStorage(meta, map[string][]Member{f.digest: f.members}, rr, cache, fallback, opts...)
 	if err != nil {
 		t.Fatalf("newRangedStorage() = %v", err)
 	}
