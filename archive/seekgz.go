@@ -513,8 +513,9 @@ func InflateMember(src []byte, m Member) ([]byte, error) {
 	}
 	out = out[:m.ULen:m.ULen]
 	trailer := src[len(src)-8:]
-	if crc, size := binary.LittleEndian.Uint32(trailer), binary.LittleEndian.Uint32(trailer[4:]); crc != crc32.ChecksumIEEE(out) || size != uint32(m.ULen) {
-		return nil, fmt.Errorf("inflating member at %d: gzip trailer has crc %08x and size %d, the member's bytes crc %08x and size %d: %w", m.UOff, crc, size, crc32.ChecksumIEEE(out), uint32(m.ULen), ErrMemberMismatch)
+	crc, size, sum := binary.LittleEndian.Uint32(trailer), binary.LittleEndian.Uint32(trailer[4:]), crc32.ChecksumIEEE(out)
+	if crc != sum || size != uint32(m.ULen) {
+		return nil, fmt.Errorf("inflating member at %d: gzip trailer has crc %08x and size %d, the member's bytes crc %08x and size %d: %w", m.UOff, crc, size, sum, uint32(m.ULen), ErrMemberMismatch)
 	}
 	if sum := sha256.Sum256(out); hex.EncodeToString(sum[:]) != m.SHA256 {
 		return nil, fmt.Errorf("inflating member at %d: sha256 %x, index says %s: %w", m.UOff, sum, m.SHA256, ErrMemberMismatch)
