@@ -27,6 +27,8 @@ type Mount struct {
 	// (both nil when there is none).
 	prefillStop, prefillDone chan struct{}
 	prefillOnce              sync.Once
+	// prefilled is what the prefill did, once prefillDone is closed.
+	prefilled prefillCounts
 }
 
 // MountArchive mounts a read-only at mountpoint and serves it in the

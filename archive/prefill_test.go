@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/beam-cloud/clip/pkg/common"
 	"github.com/google/go-cmp/cmp"
+	"github.com/sirupsen/logrus"
 )
 
 // mountRanged mounts the fixture's tree over s until the test ends.
@@ -119,5 +121,89 @@ func TestPrefillServesTheTracesFilesFromTheKernel(t *testing.T) {
 	waitPrefilled(t, m)
 	if st := third.Stats(); st.TraceFiles != 0 || st.PrefillFiles != 0 {
 		t.Errorf("Stats() = %+v without prefetch; want no trace or prefill files", st)
+	}
+}
+
+// prefillStorage serves files from memory and lists some of them for the
+// prefill, counting the reads the mount makes.
+type prefillStorage struct {
+	files map[string][]byte
+	trace []string
+	reads atomic.Int64
+}
+
+func (s *prefillStorage) ReadFile(node *common.ClipNode, dest []byte, off int64) (int, error) {
+	s.reads.Add(1)
+	b := s.files[node.Path]
+	if off >= int64(len(b)) {
+		return 0, nil
+	}
+	return copy(dest, b[off:]), nil
+}
+
+func (s *prefillStorage) Metadata() *common.ClipArchiveMetadata { return nil }
+func (s *prefillStorage) CachedLocally() bool                   { return true }
+func (s *prefillStorage) Cleanup() error                        { return nil }
+func (s *prefillStorage) prefillFiles() []string                { return s.trace }
+func (s *prefillStorage) notePrefilled(n int64)                 {}
+func (s *prefillStorage) prefillLog() *logrus.Entry             { return logrus.NewEntry(logrus.StandardLogger()) }
+
+func (s *prefillStorage) prefillRead(node *common.ClipNode, dest []byte) error {
+	copy(dest, s.files[node.Path])
+	return nil
+}
+
+// TestPrefillLooksUpTheFilesOfSparseDirectories prefills a trace that
+// lists two of the 60 files of one directory and two of the 6 of another:
+// the first directory's two files are looked up alone (listing it would
+// have the kernel make 60 inodes), the second directory is listed, and
+// every traced file is then read from the kernel's page cache.
+func TestPrefillLooksUpTheFilesOfSparseDirectories(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("this test mounts as root, and CI=true")
+		}
+		t.Skip("this test mounts as root")
+	}
+	s := &prefillStorage{files: map[string][]byte{}}
+	nodes := []*common.ClipNode{dirNode("/", 1), dirNode("/sparse", 2), dirNode("/dense", 3)}
+	add := func(p string, ino uint64) {
+		n := fileNode(p, ino)
+		s.files[p] = []byte(fmt.Sprintf("the bytes of %s\n", p))
+		n.Attr.Size = uint64(len(s.files[p]))
+		nodes = append(nodes, n)
+	}
+	for i := range 60 {
+		add(fmt.Sprintf("/sparse/f%02d", i), uint64(10+i))
+	}
+	for i := range 6 {
+		add(fmt.Sprintf("/dense/f%d", i), uint64(100+i))
+	}
+	s.trace = []string{"/sparse/f40", "/dense/f1", "/sparse/f10", "/dense/f4"}
+
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m, err := MountArchive(memArchive(nodes...), s, mnt)
+	if err != nil {
+		t.Fatalf("MountArchive() = %v", err)
+	}
+	t.Cleanup(func() { m.Unmount() })
+	waitPrefilled(t, m)
+	if want := (prefillCounts{listed: 1, lookedUp: 2, stored: 4}); m.prefilled != want {
+		t.Fatalf("the prefill did %+v, want %+v (/dense listed, /sparse's two files looked up)", m.prefilled, want)
+	}
+	for _, p := range s.trace {
+		got, err := os.ReadFile(filepath.Join(mnt, p))
+		if err != nil || !bytes.Equal(got, s.files[p]) {
+			t.Fatalf("%s through the mount = %q, %v; want %q", p, got, err, s.files[p])
+		}
+	}
+	if n := s.reads.Load(); n != 0 {
+		t.Errorf("reading the prefilled files made %d reads of the storage, want 0", n)
+	}
+	if got, err := os.ReadFile(filepath.Join(mnt, "/sparse/f11")); err != nil || !bytes.Equal(got, s.files["/sparse/f11"]) || s.reads.Load() == 0 {
+		t.Errorf("a file the trace does not list = %q, %v after %d reads of the storage; want its bytes, read from the storage", got, err, s.reads.Load())
 	}
 }
