@@ -4,7 +4,7 @@ GO        ?= go
 TAGS      := containers_image_openpgp,exclude_graphdriver_btrfs
 export GOFLAGS := -buildvcs=false -tags=$(TAGS)
 BIN       := bin/clipbuild
-APT_PKGS  := buildah fuse3 busybox-static uidmap zlib1g-dev gcc libc6-dev
+APT_PKGS  := buildah fuse3 busybox-static uidmap zlib1g-dev libdeflate-dev gcc libc6-dev
 TEST_TIMEOUT ?= 40m
 # The OCI distribution-spec conformance suite, run against the embedded registry.
 CONFORMANCE_VERSION := v0.0.0-20260831232431-97274622c111
@@ -61,7 +61,7 @@ bench: deps bench-deps build ## run the benchmark suite, BENCH_SCALE=small|mediu
 	  --command "make bench BENCH_SCALE=$(or $(BENCH_SCALE),medium)"
 
 .PHONY: bench-deps
-BENCH_APT_PKGS := zlib1g-dev gcc libc6-dev time gzip
+BENCH_APT_PKGS := zlib1g-dev libdeflate-dev gcc libc6-dev time gzip
 bench-deps: ## install what make bench needs besides make deps (apt-get; idempotent)
 	$(call apt_install,$(BENCH_APT_PKGS))
 

@@ -484,9 +484,9 @@ const maxDeflateRatio = 1032
 // InflateMember decompresses one member from src, which must hold exactly
 // its m.CLen compressed bytes, and checks the result's length, the gzip
 // trailer's CRC-32 and size, and the SHA-256 against m. A mismatch wraps
-// ErrMemberMismatch; corrupt gzip is reported as zlib's error. It never
-// returns bytes that fail the checks. It inflates with zlib, which is
-// about twice as fast as Go's inflate on the text of a layer.
+// ErrMemberMismatch; corrupt gzip is an invalid header or deflate data. It never
+// returns bytes that fail the checks. It inflates with libdeflate
+// (inflate.go).
 func InflateMember(src []byte, m Member) ([]byte, error) {
 	if int64(len(src)) != m.CLen {
 		return nil, fmt.Errorf("inflating member at %d: %d compressed bytes, index says %d: %w", m.UOff, len(src), m.CLen, ErrMemberMismatch)
@@ -497,19 +497,23 @@ func InflateMember(src []byte, m Member) ([]byte, error) {
 	if len(src) < 18 {
 		return nil, fmt.Errorf("inflating member at %d: %d bytes are too few for a gzip member: %w", m.UOff, len(src), ErrMemberMismatch)
 	}
+	hdr, err := gzipHeaderLen(src)
+	if err != nil {
+		return nil, fmt.Errorf("inflating member at %d: %w", m.UOff, err)
+	}
 	// One byte of room more than the member should need, to tell a
 	// longer one.
 	out := make([]byte, m.ULen+1)
-	nin, nout, ended, err := inflateOneMember(src, out)
+	nin, nout, err := inflateRaw(src[hdr:], out)
 	switch {
+	case errors.Is(err, errDeflateRoom) || err == nil && int64(nout) > m.ULen:
+		return nil, fmt.Errorf("inflating member at %d: member longer than %d bytes: %w", m.UOff, m.ULen, ErrMemberMismatch)
 	case err != nil:
 		return nil, fmt.Errorf("inflating member at %d: %w", m.UOff, err)
-	case int64(nout) > m.ULen:
-		return nil, fmt.Errorf("inflating member at %d: member longer than %d bytes: %w", m.UOff, m.ULen, ErrMemberMismatch)
-	case !ended || int64(nout) < m.ULen:
+	case int64(nout) < m.ULen:
 		return nil, fmt.Errorf("inflating member at %d: member shorter than %d bytes: %w", m.UOff, m.ULen, ErrMemberMismatch)
-	case nin != len(src):
-		return nil, fmt.Errorf("inflating member at %d: %d bytes after the member: %w", m.UOff, len(src)-nin, ErrMemberMismatch)
+	case hdr+nin+8 != len(src):
+		return nil, fmt.Errorf("inflating member at %d: its deflate stream ends at byte %d of %d, want 8 before the end (the trailer): %w", m.UOff, hdr+nin, len(src), ErrMemberMismatch)
 	}
 	out = out[:m.ULen:m.ULen]
 	trailer := src[len(src)-8:]

@@ -207,27 +207,6 @@ func (z *zstream) inflate(in, out []byte, flush C.int) (nin, nout int, dtype int
 	return int(iu), int(ou), int(dt), ret
 }
 
-// inflateOneMember inflates the gzip member at the start of src into out
-// with zlib, in one call, and reports the bytes it consumed and produced
-// and whether the member ended. The trailer's CRC-32 is not checked here
-// (Go's is several times faster: the caller checks it).
-func inflateOneMember(src, out []byte) (nin, nout int, ended bool, err error) {
-	zs, err := newZstream(31)
-	if err != nil {
-		return 0, 0, false, err
-	}
-	defer zs.close()
-	nin, nout, _, ret := zs.inflate(src, out, C.Z_FINISH)
-	switch ret {
-	case C.Z_STREAM_END:
-		return nin, nout, true, nil
-	case C.Z_OK, C.Z_BUF_ERROR: // out of input or of room
-		return nin, nout, false, nil
-	default:
-		return nin, nout, false, zlibError(ret, zs.s)
-	}
-}
-
 // resetRaw starts raw deflate afresh, with no history.
 func (z *zstream) resetRaw() error {
 	if ret := C.zr_reset_raw(z.s); ret != C.Z_OK {
