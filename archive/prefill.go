@@ -22,15 +22,16 @@ import (
 // cross-CPU wakeups. When the storage knows which files the last mount of
 // the same image read first (the read trace), the mount puts them in the
 // kernel's caches before they are asked for: it has the kernel make their
-// inodes, then stores each file's bytes, read and checked through the storage as any read is, in
-// the file's page cache (FUSE_NOTIFY_STORE). A directory most of whose
-// entries the trace lists is listed through the mount point (READDIRPLUS
-// hands the kernel every entry with its attributes, so no LOOKUP follows);
-// in one where it lists few, only those are looked up, since the kernel
-// makes an inode for each entry a listing hands it. Opening and reading such a
-// file then costs no request at all, as on a local filesystem. The bytes
-// stored are the file's, whole, so the kernel's view of its size is
-// unchanged; the archive never changes, so they never go stale.
+// inodes, then stores each file's bytes, read and checked through the
+// storage as any read is, in the file's page cache (FUSE_NOTIFY_STORE). A
+// directory of which the trace lists many entries is listed through the
+// mount point (READDIRPLUS hands the kernel every entry with its
+// attributes, so no LOOKUP follows); in one of which it lists few, only
+// those are looked up, since the kernel makes an inode for every entry a
+// listing hands it. Opening and reading such a file then costs no request
+// at all, as on a local filesystem. The bytes stored are the file's, whole,
+// so the kernel's view of its size is unchanged; the archive never
+// changes, so they never go stale.
 
 // prefillSource is a storage that knows which files to prefill.
 type prefillSource interface {
