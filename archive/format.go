@@ -243,7 +243,11 @@ func openReaderAt(f io.ReaderAt, size int64, p string) (*Archive, error) {
 	}
 	index := newIndex()
 	for _, n := range nodes {
-		index.Set(n)
+		// Archives list their nodes in path order, which Load appends
+		// without a search; out of order it inserts (or replaces) as Set.
+		if n != nil {
+			index.Load(n)
+		}
 	}
 	a.Metadata = &common.ClipArchiveMetadata{Header: *h, Index: index, StorageInfo: storageInfo}
 	if err := validateNodes(a, nodes, dataEnd); err != nil {
@@ -356,16 +360,25 @@ func validateNodes(a *Archive, nodes []*common.ClipNode, dataEnd int64) error {
 			layers[l] = true
 		}
 	}
+	// The directories of the index, by path: where a path is listed more
+	// than once, the index keeps the last node, as here.
+	dirs := map[string]bool{}
 	for _, n := range nodes {
 		if n == nil {
 			return corrupt("empty index entry")
 		}
+		if n.IsDir() {
+			dirs[n.Path] = true
+		} else {
+			delete(dirs, n.Path)
+		}
+	}
+	for _, n := range nodes {
 		if n.Path != "/" {
 			if !strings.HasPrefix(n.Path, "/") || path.Clean(n.Path) != n.Path {
 				return corrupt("unclean path %q", n.Path)
 			}
-			parent := a.Metadata.Get(path.Dir(n.Path))
-			if parent == nil || !parent.IsDir() {
+			if !dirs[path.Dir(n.Path)] {
 				return corrupt("%q has no parent directory", n.Path)
 			}
 		}

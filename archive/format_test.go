@@ -9,10 +9,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/beam-cloud/clip/pkg/common"
+	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/clipbuild/clipbuild/archive"
 )
@@ -284,4 +287,56 @@ func TestOpenIndexValueCorrupt(t *testing.T) {
 			t.Errorf("Open(%s flipped) = %v, want an error wrapping ErrCorrupt", tt.name, err)
 		}
 	}
+}
+
+// TestOpenIndexOrderAndDuplicates opens indexes that are not in path order
+// or list a path twice: the index keeps a path's last node, and a node
+// whose parent's last node is not a directory is refused.
+func TestOpenIndexOrderAndDuplicates(t *testing.T) {
+	dir := func(p string, ino uint64) *common.ClipNode {
+		return &common.ClipNode{Path: p, NodeType: common.DirNode, Attr: fuse.Attr{Ino: ino, Mode: syscall.S_IFDIR | 0o755}}
+	}
+	file := func(p string, ino uint64) *common.ClipNode {
+		return &common.ClipNode{Path: p, NodeType: common.FileNode, Attr: fuse.Attr{Ino: ino, Mode: syscall.S_IFREG | 0o644, Nlink: 1}}
+	}
+	write := func(t *testing.T, nodes ...*common.ClipNode) string {
+		t.Helper()
+		p := filepath.Join(t.TempDir(), "a.clip")
+		err := archive.WriteFileAtomic(p, func(f *os.File) error {
+			oci := &common.OCIStorageInfo{RegistryURL: "127.0.0.1:5000", Repository: "test/img", Reference: "1", Layers: []string{}}
+			return archive.WriteV2(f, nodes, oci, archive.Trailer{Tool: "clipbuild"})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	t.Run("out of order", func(t *testing.T) {
+		a, err := archive.Open(write(t, file("/z/f", 4), dir("/", 1), dir("/z", 3), dir("/a", 2)))
+		if err != nil {
+			t.Fatalf("Open = %v", err)
+		}
+		var got []string
+		for _, n := range a.Nodes() {
+			got = append(got, n.Path)
+		}
+		if want := []string{"/", "/a", "/z", "/z/f"}; !slices.Equal(got, want) {
+			t.Errorf("Nodes() = %q, want %q", got, want)
+		}
+	})
+	t.Run("a directory listed again as a file", func(t *testing.T) {
+		_, err := archive.Open(write(t, dir("/", 1), dir("/d", 2), file("/d/x", 3), file("/d", 4)))
+		if !errors.Is(err, archive.ErrCorrupt) {
+			t.Errorf("Open = %v, want ErrCorrupt (/d/x's parent is a file)", err)
+		}
+	})
+	t.Run("a file listed again as a directory", func(t *testing.T) {
+		a, err := archive.Open(write(t, dir("/", 1), file("/d", 2), dir("/d", 3), file("/d/x", 4)))
+		if err != nil {
+			t.Fatalf("Open = %v", err)
+		}
+		if n := a.Metadata.Get("/d"); n == nil || !n.IsDir() {
+			t.Errorf("/d = %+v, want the directory listed last", n)
+		}
+	})
 }
