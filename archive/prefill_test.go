@@ -21,6 +21,12 @@ func mountRanged(t *testing.T, f *seekableFixture, s Storage) (*Mount, string) {
 	for _, n := range f.nodes {
 		nodes = append(nodes, n)
 	}
+	return mountNodes(t, nodes, s)
+}
+
+// mountNodes mounts a tree of nodes over s until the test ends.
+func mountNodes(t *testing.T, nodes []*common.ClipNode, s Storage) (*Mount, string) {
+	t.Helper()
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
@@ -181,15 +187,7 @@ func TestPrefillLooksUpTheFilesOfSparseDirectories(t *testing.T) {
 	}
 	s.trace = []string{"/sparse/f40", "/dense/f1", "/sparse/f10", "/dense/f4"}
 
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	m, err := MountArchive(memArchive(nodes...), s, mnt)
-	if err != nil {
-		t.Fatalf("MountArchive() = %v", err)
-	}
-	t.Cleanup(func() { m.Unmount() })
+	m, mnt := mountNodes(t, nodes, s)
 	waitPrefilled(t, m)
 	if want := (prefillCounts{listed: 1, lookedUp: 2, stored: 4}); m.prefilled != want {
 		t.Fatalf("the prefill did %+v, want %+v (/dense listed, /sparse's two files looked up)", m.prefilled, want)
