@@ -484,8 +484,8 @@ const maxDeflateRatio = 1032
 // InflateMember decompresses one member from src, which must hold exactly
 // its m.CLen compressed bytes, and checks the result's length, the gzip
 // trailer's CRC-32 and size, and the SHA-256 against m. A mismatch wraps
-// ErrMemberMismatch; corrupt gzip is an invalid header or deflate data. It never
-// returns bytes that fail the checks. It inflates with libdeflate
+// ErrMemberMismatch; corrupt gzip is an invalid header or deflate data.
+// It never returns bytes that fail the checks. It inflates with libdeflate
 // (inflate.go).
 func InflateMember(src []byte, m Member) ([]byte, error) {
 	if int64(len(src)) != m.CLen {
