@@ -53,31 +53,26 @@ func newReadAhead(rc io.ReadCloser) *readAhead {
 func (r *readAhead) run() {
 	defer close(r.ended)
 	defer close(r.full)
-	for first := true; ; first = false {
-		var b []byte
-		if first {
-			// The first read is made even when Close comes at once: the
-			// store's stream must not be closed before its tar assembly
-			// has read its metadata once. containers-storage closes the
-			// metadata's pgzip reader without waiting for that goroutine,
-			// and pgzip (v1.2.7) hangs for ever in Close when it comes
-			// between a first Read's start of its read-ahead and the
-			// read-ahead's set-up (TestLayerReadAfterClose hung there about
-			// once in a few hundred runs).
-			b = <-r.free
-		} else {
-			select {
-			case b = <-r.free:
-			case <-r.stop:
-				return
-			}
-		}
+	// The first read is made even when Close comes at once: the store's
+	// stream must not be closed before its tar assembly has read its
+	// metadata once. containers-storage closes the metadata's pgzip
+	// reader without waiting for that goroutine, and pgzip (v1.2.7) hangs
+	// for ever in Close when it comes between a first Read's start of its
+	// read-ahead and the read-ahead's set-up (TestLayerReadAfterClose hung
+	// there about once in a few hundred runs).
+	b := <-r.free
+	for {
 		n, err := io.ReadFull(r.rc, b)
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			err = io.EOF
 		}
 		r.full <- chunk{b, n, err} // never blocks: one chunk per buffer
 		if err != nil {
+			return
+		}
+		select {
+		case b = <-r.free:
+		case <-r.stop:
 			return
 		}
 	}
