@@ -172,12 +172,18 @@ func (r *traceRecorder) noteFile(path string, size int64) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.written || r.seenFiles[path] || r.fileBytes+size > prefillBudget {
+	if r.written || r.seenFiles[path] || !prefillFits(r.fileBytes, size) {
 		return
 	}
 	r.seenFiles[path] = true
 	r.files = append(r.files, path)
 	r.fileBytes += size
+}
+
+// prefillFits reports whether a trace listing files of fileBytes in all
+// has room for one of size bytes: one the prefill takes, within its budget.
+func prefillFits(fileBytes, size int64) bool {
+	return size <= prefillMaxFile && fileBytes+size <= prefillBudget
 }
 
 // writeTrace writes the trace once, unless nothing was read (which would
@@ -225,7 +231,12 @@ func (s *rangedStorage) writeTrace() {
 // fileBytes being those of files). A short mount would otherwise leave the
 // next one a shorter trace than the last.
 func (s *rangedStorage) withRestOfLastTrace(spans []spanRef, files []string, fileBytes int64) ([]spanRef, []string) {
-	lastSpans, lastFiles, err := s.readTrace(s.trace.path)
+	// A mount that prefetches read the last trace when it started
+	// (loadTrace); another reads it now.
+	lastSpans, lastFiles, err := s.traceRefs, s.traceFiles, error(nil)
+	if !s.ro.prefetch {
+		lastSpans, lastFiles, err = s.readTrace(s.trace.path)
+	}
 	if err != nil {
 		s.ro.log.Debugf("read trace: keeping only this mount's: %v", err)
 		return spans, files
@@ -249,7 +260,7 @@ func (s *rangedStorage) withRestOfLastTrace(spans []spanRef, files []string, fil
 		if s.meta != nil && s.meta.Index != nil {
 			n = s.meta.Get(f)
 		}
-		if have[f] || n == nil || n.Attr.Size > prefillMaxFile || fileBytes+int64(n.Attr.Size) > prefillBudget {
+		if have[f] || n == nil || !prefillFits(fileBytes, int64(n.Attr.Size)) {
 			continue
 		}
 		have[f] = true

@@ -248,10 +248,18 @@ func TestPrefetchFetchesTheLastMountsSpans(t *testing.T) {
 // its window writes what it read first, then what the last trace listed
 // that it did not reach; one whose window closed writes only its own.
 func TestPrefetchShortMountKeepsTheRestOfTheTrace(t *testing.T) {
+	// A mount that prefetches has the last trace in memory; one that does
+	// not reads it when it writes its own.
+	for _, prefetch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("prefetch=%v", prefetch), func(t *testing.T) { testShortMountKeepsTheRestOfTheTrace(t, prefetch) })
+	}
+}
+
+func testShortMountKeepsTheRestOfTheTrace(t *testing.T, prefetch bool) {
 	f := newSeekableFixture(t)
 	path := TracePath(t.TempDir(), "sha256:"+fmt.Sprintf("%064x", 4))
 	mount := func(window time.Duration, files ...string) {
-		s := newTestRanged(t, f, openTestSpanCache(t, t.TempDir()), nil, withReadAhead(0), withDenseThreshold(0), withTrace(path, window, false))
+		s := newTestRanged(t, f, openTestSpanCache(t, t.TempDir()), nil, withReadAhead(0), withDenseThreshold(0), withTrace(path, window, prefetch))
 		readFiles(t, s, f, files...)
 		if window < time.Minute {
 			waitFor(t, "the trace's writing at the window's end", func() bool {
