@@ -17,11 +17,7 @@ import (
 // mountRanged mounts the fixture's tree over s until the test ends.
 func mountRanged(t *testing.T, f *seekableFixture, s Storage) (*Mount, string) {
 	t.Helper()
-	var nodes []*common.ClipNode
-	for _, n := range f.nodes {
-		nodes = append(nodes, n)
-	}
-	return mountNodes(t, nodes, s)
+	return mountNodes(t, f.nodeList(), s)
 }
 
 // mountNodes mounts a tree of nodes over s until the test ends.

@@ -66,6 +66,15 @@ var fixtureFiles = []struct {
 	{"mid.bin", 300 << 10},
 }
 
+// nodeList returns the fixture's nodes.
+func (f *seekableFixture) nodeList() []*common.ClipNode {
+	var nodes []*common.ClipNode
+	for _, n := range f.nodes {
+		nodes = append(nodes, n)
+	}
+	return nodes
+}
+
 // newSeekableFixture pushes a seekable layer of fixtureFiles, in 1 MiB
 // members, to the embedded registry and puts a counting proxy in front.
 func newSeekableFixture(t *testing.T) *seekableFixture {
@@ -257,11 +266,7 @@ func newTestRanged(t *testing.T, f *seekableFixture, cache *SpanCache, fallback 
 		t.Fatal(err)
 	}
 	opts = append([]rangedOption{withRangedLog(testEntry(t))}, opts...)
-	meta := &common.ClipArchiveMetadata{Index: newIndex()}
-	for _, n := range f.nodes {
-		meta.Index.Set(n)
-	}
-	s, err := newRangedStorage(meta, map[string][]Member{f.digest: f.members}, rr, cache, fallback, opts...)
+	s, err := newRangedStorage(memArchive(f.nodeList()...).Metadata, map[string][]Member{f.digest: f.members}, rr, cache, fallback, opts...)
 	if err != nil {
 		t.Fatalf("newRangedStorage() = %v", err)
 	}
