@@ -91,10 +91,10 @@ func scanLayer(ctx context.Context, r io.Reader, opts []ScanOption, each func(*L
 	cr := &countingReader{r: r}
 	tr := tar.NewReader(cr)
 	var h hash.Hash
-	var buf []byte // for io.CopyBuffer: io.Copy would allocate 32 KiB a file
 	if o.hashes && o.body == nil {
-		h, buf = sha256.New(), make([]byte, 64<<10)
+		h = sha256.New()
 	}
+	buf := make([]byte, 64<<10) // for the hashes and the drains
 	for {
 		if err := ctx.Err(); err != nil {
 			return 0, err
@@ -119,7 +119,7 @@ func scanLayer(ctx context.Context, r io.Reader, opts []ScanOption, each func(*L
 			// file is not hashed: its logical size may be far beyond its
 			// bytes, and the indexers that hash refuse it anyway.
 			h.Reset()
-			if _, err := io.CopyBuffer(h, tr, buf); err != nil {
+			if _, err := copyChunks(ctx, h, tr, buf); err != nil {
 				return 0, fmt.Errorf("reading layer tar: %w", err)
 			}
 			e.ContentHash = hex.EncodeToString(h.Sum(nil))
@@ -132,7 +132,14 @@ func scanLayer(ctx context.Context, r io.Reader, opts []ScanOption, each func(*L
 				return 0, err
 			}
 		}
-		if _, err := io.Copy(io.Discard, tr); err != nil {
+		if IsSparse(hdr) && o.boundary == nil {
+			// Next skips what is left of its bytes in the stream; reading
+			// it here would expand every hole, and a sparse file's size is
+			// whatever its header says. Only a boundary (the next header's
+			// offset, taken before Next) needs the stream read up to it.
+			continue
+		}
+		if _, err := copyChunks(ctx, io.Discard, tr, buf); err != nil {
 			return 0, fmt.Errorf("reading layer tar: %w", err)
 		}
 	}
@@ -180,4 +187,29 @@ func (ix *Indexer) applyEntry(digest string, e *LayerEntry) error {
 		return fmt.Errorf("%q: %w", name, err)
 	}
 	return nil
+}
+
+// copyChunks copies r to w through buf until r's EOF, checking ctx before
+// each chunk: a file in a layer may be many gigabytes, of which a cancelled
+// scan must not read to the end.
+func copyChunks(ctx context.Context, w io.Writer, r io.Reader, buf []byte) (int64, error) {
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		m, err := r.Read(buf)
+		if m > 0 {
+			if _, werr := w.Write(buf[:m]); werr != nil {
+				return n, werr
+			}
+			n += int64(m)
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }

@@ -3,11 +3,13 @@ package archive
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc64"
 	"io"
 	"os"
@@ -97,7 +99,7 @@ func WriteV1FromLayers(ctx context.Context, layers []LayerStream, out *os.File, 
 	if _, err := out.Write(make([]byte, common.ClipHeaderLength)); err != nil {
 		return st, err
 	}
-	dw := &dataWriter{w: bufio.NewWriterSize(out, 1<<20), pos: common.ClipHeaderLength, buf: make([]byte, 1<<20)}
+	dw := &dataWriter{ctx: ctx, f: out, w: bufio.NewWriterSize(out, 1<<20), pos: common.ClipHeaderLength, buf: make([]byte, copyChunk)}
 	for i, l := range layers {
 		if perLayer[i] == 0 {
 			continue // every file it holds is gone, or it holds none
@@ -165,13 +167,30 @@ func readLayer(ctx context.Context, l LayerStream, read func(io.Reader) error) e
 }
 
 // dataWriter appends file blocks to a v1 archive's data section in clip's
-// format: a BlockTypeFile byte, the bytes, and their CRC-64 (ISO).
+// format: a BlockTypeFile byte, the bytes, and their CRC-64 (ISO). A chunk
+// of the copy (a MiB of a file, or its last part) that is all zeros and at
+// least holeMin long is not written but skipped, leaving a hole in f that
+// reads back as the same zeros: a sparse file (or any run of zeros) costs
+// the archive's filesystem about its data, as it would unpacked by GNU tar,
+// not a block for every byte it declares.
 type dataWriter struct {
+	ctx   context.Context // stops a copy between chunks
+	f     *os.File        // where w writes, seeked over holes
 	w     *bufio.Writer
 	pos   int64 // the archive offset of the next byte written
 	bytes int64 // file bytes written
 	buf   []byte
 }
+
+// holeMin is the shortest chunk of zeros the archive leaves as a hole:
+// below a few filesystem blocks a hole saves nothing.
+const holeMin = 64 << 10
+
+// copyChunk is the most of a file a dataWriter copies at once.
+const copyChunk = 1 << 20
+
+// zeros is a chunk of zero bytes to compare chunks with.
+var zeros = make([]byte, copyChunk)
 
 // isoTable is the CRC-64 table of clip's data blocks (the trailer's is ECMA).
 var isoTable = crc64.MakeTable(crc64.ISO)
@@ -190,10 +209,7 @@ func (d *dataWriter) copy(paths []*common.ClipNode, e *LayerEntry, body io.Reade
 	}
 	d.pos++
 	crc, sum := crc64.New(isoTable), sha256.New()
-	copied, err := io.CopyBuffer(io.MultiWriter(d.w, crc, sum), body, d.buf)
-	if err == nil && copied != n.DataLen {
-		err = io.ErrUnexpectedEOF
-	}
+	copied, err := d.body(body, n.DataLen, crc, sum)
 	if err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return fmt.Errorf("archiving %s: %d of its %d bytes in the layer: %w", n.Path, copied, n.DataLen, err)
@@ -210,4 +226,43 @@ func (d *dataWriter) copy(paths []*common.ClipNode, e *LayerEntry, body io.Reade
 	d.pos += copied + common.ClipChecksumLength
 	d.bytes += copied
 	return nil
+}
+
+// body copies a file's size bytes from r to the archive, a chunk at a time,
+// adding them to the hashes; a chunk of zeros of holeMin bytes or more is
+// skipped in f instead of written. It stops with the context's
+// error between chunks, so that a file of many gigabytes (a sparse file
+// declares its size in a few bytes of tar) does not hold up a cancelled
+// run.
+func (d *dataWriter) body(r io.Reader, size int64, hashes ...hash.Hash) (int64, error) {
+	var copied int64
+	for copied < size {
+		if err := d.ctx.Err(); err != nil {
+			return copied, err
+		}
+		chunk := d.buf[:min(int64(len(d.buf)), size-copied)]
+		n, err := io.ReadFull(r, chunk)
+		chunk = chunk[:n]
+		for _, h := range hashes {
+			h.Write(chunk)
+		}
+		if n >= holeMin && bytes.Equal(chunk, zeros[:n]) {
+			if werr := d.w.Flush(); werr != nil {
+				return copied, werr
+			}
+			if _, werr := d.f.Seek(int64(n), io.SeekCurrent); werr != nil {
+				return copied, werr
+			}
+		} else if _, werr := d.w.Write(chunk); werr != nil {
+			return copied, werr
+		}
+		copied += int64(n)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return copied, io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return copied, err
+		}
+	}
+	return copied, nil
 }

@@ -247,6 +247,96 @@ func TestWriteV1FromLayersSparse(t *testing.T) {
 	}
 }
 
+// TestWriteV1FromLayersHoles: runs of zeros of a MiB or more (a chunk of
+// the copy) are left as holes in the archive, which reads back the same
+// bytes; shorter ones are written.
+func TestWriteV1FromLayersHoles(t *testing.T) {
+	data := func(c byte, n int) []byte { return bytes.Repeat([]byte{c}, n) }
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	files := map[string][]byte{
+		"middle": cat(data('a', 100<<10), make([]byte, 4<<20), data('b', 100<<10)),
+		"end":    cat(data('c', 1<<20), make([]byte, 3<<20)),
+		"zeros":  make([]byte, 2<<20),
+		"short":  make([]byte, 10<<10), // under holeMin: written
+	}
+	var tf []tarFile
+	for _, name := range []string{"middle", "end", "zeros", "short"} {
+		tf = append(tf, tarFile{&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644}, files[name]})
+	}
+	a, raw, st := writeV1Layers(t, newCountedLayers(layerTar(t, tf)).streams())
+	got := archiveTreeOf(t, a)
+	var total int64
+	for p, b := range files {
+		total += int64(len(b))
+		w := archive.Entry{Type: "file", Perm: 0o644, Size: int64(len(b)), Nlink: 1, Digest: digest.FromBytes(b).String()}
+		if d := cmp.Diff(w, got["/"+p]); d != "" {
+			t.Errorf("%s (-want +got):\n%s", p, d)
+		}
+	}
+	if st.DataBytes != total {
+		t.Errorf("DataBytes = %d, want %d", st.DataBytes, total)
+	}
+	var fs syscall.Stat_t
+	if err := syscall.Stat(a.Path, &fs); err != nil {
+		t.Fatal(err)
+	}
+	// Chunks count from a file's start: the whole chunks of zeros are 3
+	// MiB of "middle" (its first and last hold data too), 3 of "end" and 2
+	// of "zeros". Each hole may lose a block at either edge, where it does
+	// not line up with the filesystem's blocks.
+	if used := fs.Blocks * 512; used > int64(len(raw))-15<<19 {
+		t.Errorf("the %d-byte archive takes %d bytes on disk: its zero runs were written", len(raw), used)
+	}
+}
+
+// TestWriteV1FromLayersCancelledInAFile: cancelling while a large file is
+// copied stops the copy within a chunk, not at the file's end.
+func TestWriteV1FromLayersCancelledInAFile(t *testing.T) {
+	const size = 64 << 20
+	layer := layerTar(t, []tarFile{{&tar.Header{Name: "big", Typeflag: tar.TypeReg, Mode: 0o644}, bytes.Repeat([]byte("0123456789abcdef"), size/16)}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opens := 0
+	var read *countingCancel
+	l := archive.LayerStream{Digest: "sha256:x", Open: func(context.Context) (io.ReadCloser, error) {
+		opens++
+		if opens == 1 {
+			return io.NopCloser(bytes.NewReader(layer)), nil
+		}
+		// The second read is the copy: cancel once 4 MiB of it are read.
+		read = &countingCancel{r: bytes.NewReader(layer), at: 4 << 20, cancel: cancel}
+		return io.NopCloser(read), nil
+	}}
+	f, err := os.Create(filepath.Join(t.TempDir(), "out.clip"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, err = archive.WriteV1FromLayers(ctx, []archive.LayerStream{l}, f, archive.Trailer{})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("WriteV1FromLayers() = %v, want context.Canceled", err)
+	}
+	if read == nil || read.n > 8<<20 {
+		t.Errorf("the copy read %d bytes of the layer after the cancel at 4 MiB, want at most a chunk more", read.n)
+	}
+}
+
+// countingCancel counts the bytes read from r and calls cancel once they
+// reach at.
+type countingCancel struct {
+	r      io.Reader
+	n, at  int64
+	cancel func()
+}
+
+func (c *countingCancel) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if c.n += int64(n); c.n >= c.at {
+		c.cancel()
+	}
+	return n, err
+}
+
 // TestWriteV1FromLayersStreamChanged: a layer that reads differently the
 // second time is an error, not an archive with the wrong bytes.
 func TestWriteV1FromLayersStreamChanged(t *testing.T) {
