@@ -132,11 +132,13 @@ func scanLayer(ctx context.Context, r io.Reader, opts []ScanOption, each func(*L
 				return 0, err
 			}
 		}
+		// The rest of the entry is read here, a chunk at a time, rather
+		// than skipped by Next in one read that no cancel stops; and a
+		// boundary needs it read, to take the next header's offset. A
+		// sparse file's rest would be read expanded, every hole as zeros,
+		// to whatever size its header claims: Next skips its stored bytes
+		// instead, unless there is a boundary to take.
 		if IsSparse(hdr) && o.boundary == nil {
-			// Next skips what is left of its bytes in the stream; reading
-			// it here would expand every hole, and a sparse file's size is
-			// whatever its header says. Only a boundary (the next header's
-			// offset, taken before Next) needs the stream read up to it.
 			continue
 		}
 		if _, err := copyChunks(ctx, io.Discard, tr, buf); err != nil {
@@ -189,16 +191,23 @@ func (ix *Indexer) applyEntry(digest string, e *LayerEntry) error {
 	return nil
 }
 
-// copyChunks copies r to w through buf until r's EOF, checking ctx before
-// each chunk: a file in a layer may be many gigabytes, of which a cancelled
-// scan must not read to the end.
+// copyChunks copies r to w through buf until r's EOF, in chunks that fill
+// buf but for the last, checking ctx before each: a file in a layer may be
+// many gigabytes, of which a cancelled run must not read to the end, and a
+// writer sees whole chunks (dataWriter leaves those of zeros as holes).
 func copyChunks(ctx context.Context, w io.Writer, r io.Reader, buf []byte) (int64, error) {
 	var n int64
 	for {
 		if err := ctx.Err(); err != nil {
 			return n, err
 		}
-		m, err := r.Read(buf)
+		m := 0
+		var err error
+		for m < len(buf) && err == nil {
+			var k int
+			k, err = r.Read(buf[m:])
+			m += k
+		}
 		if m > 0 {
 			if _, werr := w.Write(buf[:m]); werr != nil {
 				return n, werr

@@ -193,12 +193,12 @@ func rawTarHeader(name string, flag byte, size int) []byte {
 
 // paxRecord is one "LEN key=value\n" record, LEN counting itself.
 func paxRecord(k, v string) string {
-	n := len(k) + len(v) + 3
-	for len(fmt.Sprint(n+len(fmt.Sprint(n)))) != len(fmt.Sprint(n)) {
-		n++
+	rest := len(k) + len(v) + 3 // the space, "=" and "\n"
+	digits := 1
+	for len(fmt.Sprint(rest+digits)) > digits {
+		digits++
 	}
-	n += len(fmt.Sprint(n))
-	return fmt.Sprintf("%d %s=%s\n", n, k, v)
+	return fmt.Sprintf("%d %s=%s\n", rest+digits, k, v)
 }
 
 // blocks pads b to whole 512-byte blocks.
@@ -208,9 +208,9 @@ func blocks(b []byte) []byte {
 
 // TestScanLayerSkipsTheHolesOfSparseFiles: a sparse file (PAX format 1.0)
 // declaring an exabyte in a few blocks of tar is passed over by its stored
-// bytes, not read expanded, whatever the scan does with the entries after
-// it; a scan that read its holes would never end, and is stopped by the
-// deadline.
+// bytes, not read expanded, even when the scan's body callback leaves the
+// entry unread; a scan that read its holes would never end, and is stopped
+// by the deadline.
 func TestScanLayerSkipsTheHolesOfSparseFiles(t *testing.T) {
 	const real = 1 << 60
 	data := "five\n"

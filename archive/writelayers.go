@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"hash/crc64"
 	"io"
 	"os"
@@ -190,7 +189,7 @@ const holeMin = 64 << 10
 const copyChunk = 1 << 20
 
 // zeros is a chunk of zero bytes to compare chunks with.
-var zeros = make([]byte, copyChunk)
+var zeros [copyChunk]byte
 
 // isoTable is the CRC-64 table of clip's data blocks (the trailer's is ECMA).
 var isoTable = crc64.MakeTable(crc64.ISO)
@@ -209,7 +208,13 @@ func (d *dataWriter) copy(paths []*common.ClipNode, e *LayerEntry, body io.Reade
 	}
 	d.pos++
 	crc, sum := crc64.New(isoTable), sha256.New()
-	copied, err := d.body(body, n.DataLen, crc, sum)
+	// A chunk at a time, so that a cancelled run stops within a file of
+	// many gigabytes (a sparse file declares its size in a few bytes of
+	// tar), and its zero chunks are left as holes.
+	copied, err := copyChunks(d.ctx, io.MultiWriter(d, crc, sum), io.LimitReader(body, n.DataLen), d.buf)
+	if err == nil && copied != n.DataLen {
+		err = io.ErrUnexpectedEOF
+	}
 	if err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return fmt.Errorf("archiving %s: %d of its %d bytes in the layer: %w", n.Path, copied, n.DataLen, err)
@@ -228,41 +233,18 @@ func (d *dataWriter) copy(paths []*common.ClipNode, e *LayerEntry, body io.Reade
 	return nil
 }
 
-// body copies a file's size bytes from r to the archive, a chunk at a time,
-// adding them to the hashes; a chunk of zeros of holeMin bytes or more is
-// skipped in f instead of written. It stops with the context's
-// error between chunks, so that a file of many gigabytes (a sparse file
-// declares its size in a few bytes of tar) does not hold up a cancelled
-// run.
-func (d *dataWriter) body(r io.Reader, size int64, hashes ...hash.Hash) (int64, error) {
-	var copied int64
-	for copied < size {
-		if err := d.ctx.Err(); err != nil {
-			return copied, err
-		}
-		chunk := d.buf[:min(int64(len(d.buf)), size-copied)]
-		n, err := io.ReadFull(r, chunk)
-		chunk = chunk[:n]
-		for _, h := range hashes {
-			h.Write(chunk)
-		}
-		if n >= holeMin && bytes.Equal(chunk, zeros[:n]) {
-			if werr := d.w.Flush(); werr != nil {
-				return copied, werr
-			}
-			if _, werr := d.f.Seek(int64(n), io.SeekCurrent); werr != nil {
-				return copied, werr
-			}
-		} else if _, werr := d.w.Write(chunk); werr != nil {
-			return copied, werr
-		}
-		copied += int64(n)
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return copied, io.ErrUnexpectedEOF
-		}
-		if err != nil {
-			return copied, err
-		}
+// Write appends file bytes p to the data section: a chunk of the copy
+// (see copyChunks) that is all zeros and at least holeMin long is skipped
+// in f instead of written.
+func (d *dataWriter) Write(p []byte) (int, error) {
+	if len(p) < holeMin || !bytes.Equal(p, zeros[:len(p)]) {
+		return d.w.Write(p)
 	}
-	return copied, nil
+	if err := d.w.Flush(); err != nil {
+		return 0, err
+	}
+	if _, err := d.f.Seek(int64(len(p)), io.SeekCurrent); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

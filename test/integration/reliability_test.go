@@ -71,7 +71,14 @@ func tmpEntries(t *testing.T, dir string) []string {
 // startBuild starts `clipbuild build` in the background with its own TMPDIR.
 func startBuild(t *testing.T, tmp string, args ...string) (*exec.Cmd, *lockedBuffer) {
 	t.Helper()
-	cmd := exec.Command(clipbuildBin, buildArgs(args...)...)
+	return startClipbuild(t, tmp, buildArgs(args...)...)
+}
+
+// startClipbuild starts clipbuild with args in the background with its own
+// TMPDIR, its stdout and stderr in one buffer.
+func startClipbuild(t *testing.T, tmp string, args ...string) (*exec.Cmd, *lockedBuffer) {
+	t.Helper()
+	cmd := exec.Command(clipbuildBin, args...)
 	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	var out lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -263,13 +262,7 @@ func TestSignalStopsTheCopyOfAHugeFile(t *testing.T) {
 	raw, _ := hugeSparseLayer(t, 256<<30)
 	ref := pushOneLayerImage(t, reg.addr+"/sparse/huger:1", raw)
 	dir, tmp := t.TempDir(), t.TempDir()
-	cmd := exec.Command(clipbuildBin, "pull", ref, "--clip-version", "1", "-o", filepath.Join(dir, "huge.clip"))
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-	var out lockedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, out := startClipbuild(t, tmp, "pull", ref, "--clip-version", "1", "-o", filepath.Join(dir, "huge.clip"))
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	// The archive's (unnamed) temporary file is opened in the output
